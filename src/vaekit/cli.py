@@ -1,0 +1,168 @@
+"""The `vaekit` command: a thin layer over the library.
+
+    vaekit run                       train, evaluate and draw on the default data set (sklearn digits)
+    vaekit train --config c.toml     train; flags and --set section.key=value override the file
+    vaekit train --resume RUN        continue a run from its last checkpoint
+    vaekit evaluate RUN              importance-sampled test log-likelihood, ELBO, IWAE bounds
+    vaekit sample|reconstruct|interpolate RUN    PNG grids in RUN/pictures/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import config as configlib
+
+# flag -> config key; each flag is sugar for --set key=value
+CONFIG_FLAGS = {
+    "--data": ("data.name", "data set: digits (embedded), mnist, fashion-mnist, npy"),
+    "--data-dir": ("data.data_dir", "folder holding the IDX files of mnist / fashion-mnist"),
+    "--data-path": ("data.path", "a .npy/.npz file of images (with --data npy)"),
+    "--binarization": ("data.binarization", "dynamic | static | threshold | none"),
+    "--num-valid": ("data.num_valid", "examples held out of train for validation"),
+    "--model": ("model.name", "model family (vae)"),
+    "--preset": ("model.preset", "architecture preset: examples (784-400-20 ReLU), burda (784-200-200-50 tanh)"),
+    "--hidden": ("model.hidden", "hidden layer sizes, comma separated, e.g. 200,200"),
+    "--latent": ("model.latent", "latent dimension"),
+    "--likelihood": ("model.likelihood", "bernoulli | gaussian"),
+    "--epochs": ("train.epochs", "training epochs"),
+    "--batch-size": ("train.batch_size", "training batch size"),
+    "--lr": ("train.lr", "Adam learning rate"),
+    "--objective": ("train.objective", "elbo | iwae"),
+    "--train-samples": ("train.num_samples", "importance samples per example in the objective"),
+    "--seed": ("train.seed", "random seed"),
+    "--device": ("train.device", "auto | cpu | cuda"),
+    "--threads": ("train.num_threads", "CPU threads (0: torch's default)"),
+    "--num-samples": ("eval.num_samples", "importance samples for the test log-likelihood"),
+    "--out": ("out", "run folder (default runs/<data>-<model>-<time>)"),
+}
+
+
+def _override(flag: str, value: str) -> str:
+    key = CONFIG_FLAGS[flag][0]
+    if flag == "--hidden":
+        value = "[" + value + "]"
+    elif key in ("data.name", "data.data_dir", "data.path", "out", "model.preset", "model.name",
+                 "data.binarization", "model.likelihood", "train.objective", "train.device"):
+        value = json.dumps(value)  # always a string, whatever it looks like
+    return f"{key}={value}"
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="TOML file with [data] [model] [train] [eval] tables")
+    for flag, (key, text) in CONFIG_FLAGS.items():
+        p.add_argument(flag, metavar="V", help=f"{text} ({key})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.lr_schedule=constant (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None = None) -> configlib.RunConfig:
+    overrides = [_override(flag, getattr(args, flag[2:].replace("-", "_")))
+                 for flag in CONFIG_FLAGS if getattr(args, flag[2:].replace("-", "_")) is not None]
+    overrides += args.set + (["train.progress=false"] if args.no_progress else [])
+    if base is None:
+        return configlib.load(args.config, overrides)
+    values = base
+    for text in overrides:
+        keys, value = configlib.parse_override(text)
+        target = values
+        for k in keys[:-1]:
+            target = target.setdefault(k, {})
+        target[keys[-1]] = value
+    return configlib.from_dict(values)
+
+
+def cmd_train(args) -> Path:
+    from .train import Trainer
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"--resume {str(run_dir)!r}: no config.json there")
+        cfg = config_from_args(args, json.loads((run_dir / "config.json").read_text()))
+        trainer = Trainer(cfg, run_dir, resume=True)
+        configlib.save(cfg, run_dir / "config.json")
+    else:
+        trainer = Trainer(config_from_args(args))
+    print(f"run folder: {trainer.run_dir}")
+    return trainer.fit()
+
+
+def cmd_run(args) -> None:
+    from . import pictures
+    from .evaluate import evaluate_run, format_result
+    from .runs import load_run, prepare_data
+    run_dir = cmd_train(args)
+    result = evaluate_run(run_dir, progress=not args.no_progress)
+    print(format_result(result))
+    cfg, model = load_run(run_dir)
+    for path in pictures.draw(run_dir, model, prepare_data(cfg, next(model.parameters()).device)):
+        print(f"wrote {path}")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate_run, format_result
+    result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress)
+    print(format_result(result))
+    print(f"wrote {Path(args.run) / 'eval.json'}")
+
+
+def picture_command(which: str):
+    def cmd(args) -> None:
+        from . import pictures
+        from .runs import load_run, prepare_data
+        cfg, model = load_run(args.run, args.device)
+        extra = ("latent",) if which == "samples" else ()
+        for path in pictures.draw(Path(args.run), model, prepare_data(cfg, next(model.parameters()).device),
+                                  which=(which, *extra)):
+            print(f"wrote {path}")
+    return cmd
+
+
+COMMANDS = {
+    "run": (cmd_run, "train, evaluate and draw pictures in one go"),
+    "train": (cmd_train, "train a model"),
+    "evaluate": (cmd_evaluate, "test log-likelihood (importance sampling), ELBO and IWAE bounds of a run"),
+    "sample": (picture_command("samples"), "samples of a run (and, for a 2-D latent, its latent space)"),
+    "reconstruct": (picture_command("reconstructions"), "test images beside their reconstructions"),
+    "interpolate": (picture_command("interpolations"), "decoded interpolations between test images"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaekit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (fn, text) in COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(fn=fn)
+        if name in ("run", "train"):
+            add_config_args(p)
+            if name == "train":
+                p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+            else:
+                p.set_defaults(resume=None)
+        else:
+            p.add_argument("run", help="run folder written by vaekit train")
+            p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+            p.add_argument("--no-progress", action="store_true")
+            if name == "evaluate":
+                p.add_argument("--num-samples", type=int, help="importance samples (default: the run's eval config)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (configlib.ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

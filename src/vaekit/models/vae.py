@@ -1,0 +1,106 @@
+"""The variational autoencoder (Kingma & Welling 2014; Rezende, Mohamed & Wierstra 2014).
+
+Gaussian encoder q(z|x) = N(loc(x), diag scale(x)^2), prior p(z) = N(0, I), decoder p(x|z) either
+Bernoulli(logits = g(z)) or Normal(g(z), diag scale^2) with one learned scale per dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl_divergence
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
+}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers of the given sizes with `activation` between them, none after the last."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown {activation!r}; known: {sorted(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    """N(loc, diag scale^2) over the last dimension, as one event."""
+    return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+class VAE(nn.Module):
+    """A VAE with MLP encoder and decoder; x is [B, D], z is [B, L] (or [K, B, L] for K samples)."""
+
+    def __init__(self, data_dim: int, hidden: list[int], latent: int, activation: str = "tanh",
+                 likelihood: str = "bernoulli", min_scale: float = 1e-3):
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood: expected 'bernoulli' or 'gaussian', got {likelihood!r}")
+        self.data_dim, self.latent, self.likelihood_name = data_dim, latent, likelihood
+        self.min_scale = min_scale
+        self.encoder = mlp([data_dim, *hidden, 2 * latent], activation)
+        self.decoder = mlp([latent, *reversed(hidden), data_dim], activation)
+        if likelihood == "gaussian":
+            # softplus(0.5413) = 1: start at unit scale, learned per dimension
+            self.raw_scale = nn.Parameter(torch.full((data_dim,), 0.5413))
+        self.register_buffer("prior_loc", torch.zeros(latent))
+        self.register_buffer("prior_scale", torch.ones(latent))
+
+    @classmethod
+    def from_config(cls, config, data_dim: int) -> "VAE":
+        return cls(data_dim, list(config.hidden), config.latent, config.activation,
+                   config.likelihood, config.min_scale)
+
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I)."""
+        return diagonal_normal(self.prior_loc, self.prior_scale)
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) = N(loc(x), diag scale(x)^2); softplus keeps scale > min_scale without exp overflow."""
+        loc, raw = self.encoder(x).chunk(2, dim=-1)
+        return diagonal_normal(loc, F.softplus(raw) + self.min_scale)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x|z): Bernoulli(logits = g(z)) or Normal(g(z), diag scale^2), one event over D."""
+        out = self.decoder(z)
+        if self.likelihood_name == "bernoulli":
+            return Independent(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+        return diagonal_normal(out, F.softplus(self.raw_scale) + self.min_scale)
+
+    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x). x [B, D] -> [K, B]."""
+        q = self.posterior(x)
+        z = q.rsample((num_samples,))
+        return self.likelihood(z).log_prob(x) + self.prior().log_prob(z) - q.log_prob(z)
+
+    def elbo_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_q[log p(x|z)] by Monte Carlo, KL(q(z|x) || p(z)) analytically), each [B]."""
+        q = self.posterior(x)
+        z = q.rsample((num_samples,))
+        return self.likelihood(z).log_prob(x).mean(dim=0), kl_divergence(q, self.prior())
+
+    def elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """L(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (Kingma & Welling 2014, eq. 10). [B]."""
+        reconstruction, kl = self.elbo_terms(x, num_samples)
+        return reconstruction - kl
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """Mean of p(x|z) for z ~ p(z): pixel probabilities (Bernoulli) or means. [N, D]."""
+        z = self.prior().sample((num_samples,))
+        return self.likelihood(z).mean
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] for given latents z [N, L] -> [N, D]."""
+        return self.likelihood(z).mean
+
+    @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior means E_q[z|x]. [B, D] -> [B, L]."""
+        return self.posterior(x).mean

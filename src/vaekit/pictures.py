@@ -1,0 +1,88 @@
+"""Pictures of a trained run: samples, reconstructions, interpolations, latent space, curves.
+
+Each function takes a run's model and data, writes PNGs under <run>/pictures/ and returns their paths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import plots
+from .runs import Splits
+
+
+def _scale(image_shape) -> int:
+    """Upscale small images (8x8 digits) so a grid is readable."""
+    return max(1, 56 // max(image_shape[1:]))
+
+
+def _images(x: torch.Tensor, image_shape) -> torch.Tensor:
+    return x.detach().cpu().reshape(-1, *image_shape)
+
+
+@torch.no_grad()
+def samples(model, image_shape, path: Path, num_samples: int = 64, seed: int = 0) -> Path:
+    """Means of p(x|z), z ~ p(z)."""
+    torch.manual_seed(seed)
+    return plots.save_image_grid(_images(model.sample(num_samples), image_shape), path, scale=_scale(image_shape))
+
+
+@torch.no_grad()
+def reconstructions(model, x: torch.Tensor, image_shape, path: Path, num_images: int = 32) -> Path:
+    """Rows of test images, each followed by a row of E[x|z] at the posterior mean."""
+    x = x[:num_images]
+    rec = model.decode_mean(model.encode_mean(x))
+    nrow = min(8, x.shape[0])
+    rows = [t for i in range(0, x.shape[0], nrow) for t in (x[i:i + nrow], rec[i:i + nrow])]
+    return plots.save_image_grid(_images(torch.cat(rows), image_shape), path, nrow=nrow, scale=_scale(image_shape))
+
+
+@torch.no_grad()
+def interpolations(model, x: torch.Tensor, image_shape, path: Path, num_pairs: int = 8, num_steps: int = 10) -> Path:
+    """Decoded straight lines between the posterior means of pairs of test images."""
+    z = model.encode_mean(x[:2 * num_pairs])
+    z0, z1 = z[0::2], z[1::2]
+    t = torch.linspace(0, 1, num_steps, device=z.device)[None, :, None]  # [1, S, 1]
+    path_z = (1 - t) * z0[:, None] + t * z1[:, None]  # [P, S, L]
+    images = model.decode_mean(path_z.reshape(-1, z.shape[1])).reshape(z0.shape[0], num_steps, -1)
+    return plots.plot_interpolation(images.cpu(), path, scale=_scale(image_shape), image_shape=tuple(image_shape))
+
+
+@torch.no_grad()
+def latent_space(model, test, path_manifold: Path, path_scatter: Path) -> list[Path]:
+    """For a 2-D latent space: the decoded manifold and the test encodings coloured by label."""
+    device = next(model.parameters()).device
+    decode = lambda z: model.decode_mean(z.to(device)).cpu()
+    z = model.encode_mean(test.x).cpu()
+    return [plots.plot_latent_manifold(decode, test.image_shape, path_manifold, scale=_scale(test.image_shape)),
+            plots.plot_latent_scatter(z, None if test.y is None else test.y.cpu(), path_scatter,
+                                      title="test encodings E_q[z|x]")]
+
+
+def training_curves(run_dir: Path, path: Path) -> Path:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return plots.plot_training_curves(rows, path)
+
+
+PICTURES = ("samples", "reconstructions", "interpolations", "latent", "curves")
+
+
+def draw(run_dir: Path, model, data: Splits, which=PICTURES) -> list[Path]:
+    """Write the chosen pictures of a run into <run>/pictures/."""
+    out = Path(run_dir) / "pictures"
+    shape, test = data.test.image_shape, data.test
+    paths: list[Path] = []
+    if "samples" in which:
+        paths.append(samples(model, shape, out / "samples.png"))
+    if "reconstructions" in which:
+        paths.append(reconstructions(model, test.x, shape, out / "reconstructions.png"))
+    if "interpolations" in which:
+        paths.append(interpolations(model, test.x, shape, out / "interpolations.png"))
+    if "latent" in which and getattr(model, "latent", None) == 2:
+        paths += latent_space(model, test, out / "latent_manifold.png", out / "latent_scatter.png")
+    if "curves" in which and (Path(run_dir) / "metrics.jsonl").is_file():
+        paths.append(training_curves(Path(run_dir), out / "training_curves.png"))
+    return paths

@@ -1,0 +1,85 @@
+"""Run folders: the data a config names, the device, and loading a trained model back.
+
+A run folder holds config.json (the resolved config), metrics.jsonl (one row per epoch),
+checkpoint.safetensors + checkpoint.json, eval.json and pictures/*.png.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from . import config as configlib
+from .data import ImageSet, binarize, is_binary, load_dataset, split_validation
+from .models import build_model
+
+# Held-out data is binarised once with this seed, whatever the training seed, so every model in
+# vaekit is scored on the same binary test set (the protocol of the published MNIST likelihoods).
+HELD_OUT_SEED = 0
+HELD_OUT_BINARIZATION = {"dynamic": "static", "static": "static", "threshold": "threshold", "none": "none"}
+
+
+@dataclass
+class Splits:
+    train: ImageSet  # kept in [0, 1]: the training Loader binarises it
+    valid: ImageSet | None  # binarised once (see HELD_OUT_SEED)
+    test: ImageSet  # binarised once
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is checked against what exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def binarize_held_out(data: ImageSet, mode: str) -> ImageSet:
+    """One fixed binarisation of a validation or test set (seed HELD_OUT_SEED)."""
+    generator = torch.Generator(device=data.x.device).manual_seed(HELD_OUT_SEED)
+    x = binarize(data.x, HELD_OUT_BINARIZATION[mode], generator)
+    return ImageSet(x, data.y, data.image_shape, data.name)
+
+
+def prepare_data(cfg: configlib.RunConfig, device: torch.device | str = "cpu") -> Splits:
+    """Load the data set a config names, split validation off, binarise the held-out sets."""
+    d = cfg.data
+    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path)
+    train, test = sets["train"], sets["test"]
+    if cfg.model.likelihood == "bernoulli" and d.binarization == "none" and not d.allow_nonbinary_bernoulli \
+            and not is_binary(train.x):
+        raise ValueError(
+            f"data {d.name!r} has grey levels but model.likelihood is 'bernoulli' and data.binarization is "
+            "'none': binarise it (data.binarization=dynamic|static|threshold), use model.likelihood=gaussian, "
+            "or set data.allow_nonbinary_bernoulli=true to fit a Bernoulli to grey levels on purpose")
+    valid = None
+    if d.num_valid > 0:
+        train, valid = split_validation(train, d.num_valid, seed=HELD_OUT_SEED)
+    to = lambda s: ImageSet(s.x.to(device), None if s.y is None else s.y.to(device), s.image_shape, s.name)
+    train, test = to(train), to(test)
+    valid = None if valid is None else binarize_held_out(to(valid), d.binarization)
+    return Splits(train, valid, binarize_held_out(test, d.binarization))
+
+
+def default_run_dir(cfg: configlib.RunConfig) -> Path:
+    preset = cfg.model.preset or cfg.model.name
+    return Path("runs") / f"{cfg.data.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> tuple[configlib.RunConfig, torch.nn.Module]:
+    """The resolved config and the model with its last checkpoint's weights, in eval mode."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a vaekit run folder: it has no config.json")
+    cfg = configlib.load_json(run_dir / "config.json")
+    dev = resolve_device(device)
+    groups, meta = checkpoint.load(run_dir, device=dev)
+    model = build_model(cfg.model, meta["data_dim"]).to(dev)
+    model.load_state_dict(groups["model"])
+    return cfg, model.eval()
