@@ -45,9 +45,8 @@ def _override(flag: str, value: str) -> str:
     key = CONFIG_FLAGS[flag][0]
     if flag == "--hidden":
         value = "[" + value + "]"
-    elif key in ("data.name", "data.data_dir", "data.path", "out", "model.preset", "model.name",
-                 "data.binarization", "model.likelihood", "train.objective", "train.device"):
-        value = json.dumps(value)  # always a string, whatever it looks like
+    elif configlib.is_string_key(key):
+        value = json.dumps(value)  # a path or name stays a string, whatever it looks like
     return f"{key}={value}"
 
 
@@ -66,14 +65,7 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> conf
     overrides += args.set + (["train.progress=false"] if args.no_progress else [])
     if base is None:
         return configlib.load(args.config, overrides)
-    values = base
-    for text in overrides:
-        keys, value = configlib.parse_override(text)
-        target = values
-        for k in keys[:-1]:
-            target = target.setdefault(k, {})
-        target[keys[-1]] = value
-    return configlib.from_dict(values)
+    return configlib.from_dict(configlib.apply_overrides(base, overrides))
 
 
 def cmd_train(args) -> Path:
@@ -156,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .train import TrainingDiverged  # torch loads only once a command runs, not for --help
     try:
         args.fn(args)
     except (configlib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"vaekit {args.command}: training stopped: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

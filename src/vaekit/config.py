@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # 0 = torch's default
     checkpoint_every: int = 1  # epochs
+    time_limit_minutes: float = 0.0  # > 0: stop after the first epoch that ends past this wall time
     progress: bool = True
 
 
@@ -122,7 +123,8 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"[{name}]: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                          f"known keys of [{name}]: {', '.join(sorted(known))}")
     return cls(**{k: _check_type(v, hints[k], f"{name}.{k}") for k, v in values.items()})
 
 
@@ -159,6 +161,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple) -> dict[str, Any]:
+    """Set each `section.key=value` of overrides in the nested dict `values` (in place)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        target = values
+        for k in keys[:-1]:
+            target = target.setdefault(k, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {text!r}: {k!r} is not a section")
+        target[keys[-1]] = value
+    return values
+
+
+def is_string_key(key: str) -> bool:
+    """Whether `section.key` holds a string: a command-line value for it is never read as TOML."""
+    *section, name = key.split(".")
+    cls = SECTIONS[section[0]] if section else RunConfig
+    hint = typing.get_type_hints(cls).get(name)
+    return hint is str or str in typing.get_args(hint)
+
+
 def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> RunConfig:
     """Read a TOML file (optional) and apply `section.key=value` overrides; validate the result."""
     values: dict[str, Any] = {}
@@ -171,13 +194,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> R
                 values = tomllib.load(f)
             except tomllib.TOMLDecodeError as e:
                 raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
-    for text in overrides:
-        keys, value = parse_override(text)
-        target = values
-        for k in keys[:-1]:
-            target = target.setdefault(k, {})
-        target[keys[-1]] = value
-    return from_dict(values)
+    return from_dict(apply_overrides(values, overrides))
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
@@ -224,6 +241,7 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if not 0 < t.lr_final_factor <= 1:
         raise ConfigError(f"train.lr_final_factor: expected a number in (0, 1], got {t.lr_final_factor}")
-    if d.num_valid < 0 or t.warmup_steps < 0 or t.num_threads < 0:
-        raise ConfigError("data.num_valid, train.warmup_steps and train.num_threads must be >= 0")
+    if d.num_valid < 0 or t.warmup_steps < 0 or t.num_threads < 0 or t.time_limit_minutes < 0:
+        raise ConfigError("data.num_valid, train.warmup_steps, train.num_threads and train.time_limit_minutes "
+                          "must be >= 0")
     return config

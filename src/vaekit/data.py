@@ -491,11 +491,12 @@ class Loader:
         _check_binarization(binarization)
         if binarization in ("static", "threshold"):
             # once, from its own generator: the binary data depend on the seed alone
-            x = binarize(data.x, binarization, torch.Generator().manual_seed(seed))
+            x = binarize(data.x, binarization, torch.Generator(device=data.x.device).manual_seed(seed))
             data = replace(data, x=x)
         self.data, self.batch_size, self.binarization = data, batch_size, binarization
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.generator = torch.Generator().manual_seed(seed)  # shuffling and dynamic draws
+        # shuffling and dynamic draws; on the data's device so a GPU run never copies batches back and forth
+        self.generator = torch.Generator(device=data.x.device).manual_seed(seed)
 
     def __len__(self) -> int:
         n, b = len(self.data), self.batch_size
@@ -504,7 +505,7 @@ class Loader:
     def __iter__(self) -> Iterator[torch.Tensor]:
         """One epoch of [B, D] float32 batches (the last one smaller unless drop_last)."""
         x, g, n, b = self.data.x, self.generator, len(self.data), self.batch_size
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=g, device=x.device) if self.shuffle else torch.arange(n, device=x.device)
         stop = n - n % b if self.drop_last else n
         for i in range(0, stop, b):
             batch = x[order[i:i + b]]  # a copy: callers may modify it in place

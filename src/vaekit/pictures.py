@@ -57,7 +57,9 @@ def latent_space(model, test, path_manifold: Path, path_scatter: Path) -> list[P
     device = next(model.parameters()).device
     decode = lambda z: model.decode_mean(z.to(device)).cpu()
     z = model.encode_mean(test.x).cpu()
-    return [plots.plot_latent_manifold(decode, test.image_shape, path_manifold, scale=_scale(test.image_shape)),
+    small = max(test.image_shape[1:]) < 16  # 8x8 digits fill their frame: separate the tiles
+    return [plots.plot_latent_manifold(decode, test.image_shape, path_manifold, scale=_scale(test.image_shape),
+                                       padding=int(small)),
             plots.plot_latent_scatter(z, None if test.y is None else test.y.cpu(), path_scatter,
                                       title="test encodings E_q[z|x]")]
 
@@ -67,22 +69,31 @@ def training_curves(run_dir: Path, path: Path) -> Path:
     return plots.plot_training_curves(rows, path)
 
 
-PICTURES = ("samples", "reconstructions", "interpolations", "latent", "curves")
+def _latent(run_dir: Path, model, data: Splits) -> list[Path]:
+    if getattr(model, "latent", None) != 2:
+        return []  # a manifold and a scatter need a 2-D latent space
+    return latent_space(model, data.test, run_dir / "pictures/latent_manifold.png",
+                        run_dir / "pictures/latent_scatter.png")
 
 
-def draw(run_dir: Path, model, data: Splits, which=PICTURES) -> list[Path]:
-    """Write the chosen pictures of a run into <run>/pictures/."""
-    out = Path(run_dir) / "pictures"
-    shape, test = data.test.image_shape, data.test
-    paths: list[Path] = []
-    if "samples" in which:
-        paths.append(samples(model, shape, out / "samples.png"))
-    if "reconstructions" in which:
-        paths.append(reconstructions(model, test.x, shape, out / "reconstructions.png"))
-    if "interpolations" in which:
-        paths.append(interpolations(model, test.x, shape, out / "interpolations.png"))
-    if "latent" in which and getattr(model, "latent", None) == 2:
-        paths += latent_space(model, test, out / "latent_manifold.png", out / "latent_scatter.png")
-    if "curves" in which and (Path(run_dir) / "metrics.jsonl").is_file():
-        paths.append(training_curves(Path(run_dir), out / "training_curves.png"))
-    return paths
+def _curves(run_dir: Path, model, data: Splits) -> list[Path]:
+    if not (run_dir / "metrics.jsonl").is_file():
+        return []
+    return [training_curves(run_dir, run_dir / "pictures/training_curves.png")]
+
+
+# name -> fn(run_dir, model, data) -> written paths
+PICTURES = {
+    "samples": lambda run, m, d: [samples(m, d.test.image_shape, run / "pictures/samples.png")],
+    "reconstructions": lambda run, m, d: [reconstructions(m, d.test.x, d.test.image_shape,
+                                                          run / "pictures/reconstructions.png")],
+    "interpolations": lambda run, m, d: [interpolations(m, d.test.x, d.test.image_shape,
+                                                        run / "pictures/interpolations.png")],
+    "latent": _latent,
+    "curves": _curves,
+}
+
+
+def draw(run_dir: str | Path, model, data: Splits, which=tuple(PICTURES)) -> list[Path]:
+    """Write the chosen pictures of a run into <run>/pictures/; returns their paths."""
+    return [path for name in which for path in PICTURES[name](Path(run_dir), model, data)]

@@ -211,12 +211,13 @@ def manifold_grid(grid_size: int) -> torch.Tensor:
 
 def plot_latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor],
                          image_shape: tuple[int, int, int], path, grid_size: int = 20,
-                         scale: int = 1) -> Path:
+                         scale: int = 1, padding: int = 0) -> Path:
     """Kingma & Welling (2014) fig. 4: decoded images over a grid_size x grid_size latent grid.
 
     decode is called once, under no_grad, with z [grid_size**2, 2] (float32, CPU; see
     manifold_grid) and must return [grid_size**2, D] (D = C*H*W) or [grid_size**2, C, H, W]
-    with values in [0, 1]. Tiles are drawn without padding, first row = highest z2.
+    with values in [0, 1]. Tiles are drawn without padding unless asked (small images whose strokes
+    reach the border read better apart), first row = highest z2.
     """
     c, h, w = _check_image_shape(image_shape)
     z = manifold_grid(grid_size)
@@ -228,7 +229,7 @@ def plot_latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor],
         raise ValueError(f"decode output must be [{n}, {c * h * w}] for image_shape "
                          f"{(c, h, w)}, got shape {tuple(out.shape)}")
     _check_unit_range(out, "decode output")
-    return save_image_grid(out.reshape(n, c, h, w), path, nrow=grid_size, padding=0, scale=scale)
+    return save_image_grid(out.reshape(n, c, h, w), path, nrow=grid_size, padding=padding, scale=scale)
 
 
 def plot_latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, path,

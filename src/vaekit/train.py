@@ -132,7 +132,7 @@ class Trainer:
             loss = -bound.mean()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"non-finite loss {float(loss)} at epoch {self.epoch + 1}, step {self.step + 1} "
+                    f"non-finite loss {float(loss.detach())} at epoch {self.epoch + 1}, step {self.step + 1} "
                     f"(batch {count // x.shape[0] + 1} of the epoch); the last good checkpoint in "
                     f"{str(self.run_dir)!r} is from epoch {self.epoch}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -155,6 +155,7 @@ class Trainer:
     def fit(self) -> Path:
         """Train until cfg.train.epochs, validating, logging and checkpointing each epoch."""
         t = self.cfg.train
+        start = time.perf_counter()
         while self.epoch < t.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
             row = self.train_epoch()
@@ -165,8 +166,13 @@ class Trainer:
             if t.progress:
                 print(f"epoch {self.epoch:4d}  train {row[f'train/{t.objective}']:9.3f}  "
                       f"{held_name} elbo {row[f'{held_name}/elbo']:9.3f}  {row['images_per_s']:8.0f} img/s", flush=True)
-            if self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs:
+            out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes
+            if self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs or out_of_time:
                 self.save_checkpoint()
+            if out_of_time:
+                print(f"stopped after epoch {self.epoch} of {t.epochs}: train.time_limit_minutes="
+                      f"{t.time_limit_minutes} reached", flush=True)
+                break
         return self.run_dir
 
 

@@ -1,0 +1,83 @@
+"""Training throughput of a VAE preset in images/s, beside the machine's float32 matmul rate.
+
+    python bench/throughput.py --data mnist --data-dir ../shared/data/mnist --preset examples --epochs 6
+
+Runs vaekit's own training loop (the one `vaekit train` uses) for several epochs, because a one-epoch
+figure hides slow-downs that appear later (denormal numbers in Adam's state on x86 CPUs), and reports
+every epoch, the sustained rate over epochs 2.., the model's FLOPs per image, the achieved FLOP rate
+and its ratio to a large float32 GEMM measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import torch
+
+from vaekit import config as configlib
+from vaekit.train import Trainer
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 20) -> float:
+    """float32 GEMM rate of an n x n x n product, best of a few timings (GFLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2 * n ** 3 / best / 1e9
+
+
+def train_flops_per_image(model: torch.nn.Module) -> float:
+    """Multiply-adds of the Linear layers x 2, forward + backward (weight grads everywhere, input grads
+    for every layer but the first, whose input is data): about 3x the forward pass."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    macs = [m.in_features * m.out_features for m in linears]
+    forward = 2 * sum(macs)
+    return forward + forward + (forward - 2 * macs[0])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--preset", default="examples")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gemm = matmul_gflops()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = configlib.from_dict({
+            "data": {"name": args.data, "data_dir": args.data_dir}, "model": {"preset": args.preset},
+            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "progress": False, "device": "cpu",
+                      "num_threads": args.threads}, "out": tmp})
+        trainer = Trainer(cfg)
+        trainer.fit()
+        rows = [json.loads(line) for line in open(f"{tmp}/metrics.jsonl")]
+    rates = [r["images_per_s"] for r in rows]
+    sustained = sum(rates[1:]) / len(rates[1:]) if len(rates) > 1 else rates[0]
+    flops = train_flops_per_image(trainer.model)
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    print(f"float32 matmul (2048^3): {gemm:.1f} GFLOP/s")
+    print(f"model: {args.preset} on {args.data}, batch {args.batch_size}, {flops / 1e6:.2f} MFLOP per image "
+          f"(train step) -> GEMM ceiling {gemm * 1e9 / flops:,.0f} images/s")
+    for r in rows:
+        print(f"  epoch {r['epoch']}: {r['images_per_s']:,.0f} images/s")
+    achieved = sustained * flops / 1e9
+    print(f"sustained (epochs 2-{len(rates)}): {sustained:,.0f} images/s = {achieved:.1f} GFLOP/s = "
+          f"{achieved / gemm:.2f} of the matmul rate")
+
+
+if __name__ == "__main__":
+    main()

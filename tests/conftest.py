@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models run fastest on one thread, and the suite then leaves the other core free.
+torch.set_num_threads(1)
+
+MNIST_DIR = Path(os.environ.get("VAEKIT_MNIST_DIR") or Path(__file__).parents[2] / "shared/data/mnist")
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """The real MNIST files (CI: ../shared/data/mnist); tests needing them skip without them."""
+    if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file() and not (MNIST_DIR / "t10k-labels-idx1-ubyte").is_file():
+        pytest.skip(f"MNIST files not found in {MNIST_DIR} (set VAEKIT_MNIST_DIR)")
+    return MNIST_DIR
+
+
+def tiny_run(tmp_path: Path, **sections) -> dict:
+    """Config dict of a few-second digits run; keyword sections update the defaults."""
+    values = {"data": {"name": "digits"},
+              "model": {"hidden": [32], "latent": 2},
+              "train": {"epochs": 2, "batch_size": 64, "progress": False, "device": "cpu"},
+              "eval": {"num_samples": 20, "chunk_size": 8, "iwae_samples": [1, 5]},
+              "out": str(tmp_path / "run")}
+    for name, update in sections.items():
+        values[name] = {**values.get(name, {}), **update}
+    return values

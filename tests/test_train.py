@@ -1,0 +1,148 @@
+"""Training loop: resume is bit-exact, divergence stops cleanly, checkpoints are safetensors + JSON."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import tiny_run
+from vaekit import checkpoint
+from vaekit import config as configlib
+from vaekit import train as trainlib
+from vaekit.train import Trainer, TrainingDiverged, lr_factor
+
+
+def params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("binarization", ["dynamic", "static"])
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, binarization):
+    values = tiny_run(tmp_path, train={"epochs": 4}, data={"binarization": binarization})
+    full = Trainer(configlib.from_dict(values), tmp_path / "full")
+    full.fit()
+
+    # the interrupted run crashes in the middle of its third epoch
+    calls = {"n": 0}
+    original = trainlib.vae_step
+
+    def crash_in_epoch_3(model, x, cfg):
+        calls["n"] += 1
+        if calls["n"] == 2 * len(full.loader) + 3:
+            raise KeyboardInterrupt
+        return original(model, x, cfg)
+
+    monkeypatch.setitem(trainlib.STEPS, "vae", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(configlib.from_dict(values), tmp_path / "cut").fit()
+    monkeypatch.setitem(trainlib.STEPS, "vae", original)
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 2
+
+    resumed = Trainer(configlib.from_dict(values), tmp_path / "cut", resume=True)
+    assert resumed.epoch == 2
+    resumed.fit()
+    for name, value in params(full.model).items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    rows = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/elbo"] for r in rows(tmp_path / "full")] == [r["train/elbo"] for r in rows(tmp_path / "cut")]
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    values = tiny_run(tmp_path, train={"epochs": 3})
+    trainer = Trainer(configlib.from_dict(values))
+    steps_per_epoch = len(trainer.loader)
+    calls = {"n": 0}
+    original = trainlib.vae_step
+
+    def nan_in_epoch_2(model, x, cfg):
+        calls["n"] += 1
+        bound = original(model, x, cfg)
+        return bound * float("nan") if calls["n"] == steps_per_epoch + 2 else bound
+
+    monkeypatch.setitem(trainlib.STEPS, "vae", nan_in_epoch_2)
+    trainer.step_fn = nan_in_epoch_2
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step .*epoch 1"):
+        trainer.fit()
+    groups, meta = checkpoint.load(trainer.run_dir)
+    assert meta["epoch"] == 1
+    assert all(bool(torch.isfinite(t).all()) for t in groups["model"].values())
+
+
+def test_checkpoint_is_safetensors_with_json_metadata(tmp_path):
+    values = tiny_run(tmp_path, train={"epochs": 1})
+    run_dir = trainlib.train(configlib.from_dict(values))
+    with safe_open(str(run_dir / "checkpoint.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+        meta = json.loads(f.metadata()["vaekit"])
+    assert any(k.startswith("model/") for k in keys) and any(k.startswith("optimizer/") for k in keys)
+    assert "rng/torch" in keys and "rng/loader.generator" in keys
+    assert meta["epoch"] == 1 and meta["config"]["model"]["latent"] == 2
+    assert json.loads((run_dir / "checkpoint.json").read_text()) == meta
+    assert configlib.load_json(run_dir / "config.json") == configlib.from_dict(values)
+    assert not list(run_dir.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_atomic_write_keeps_previous_checkpoint_on_failure(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, {"model": {"w": torch.ones(3)}}, {"epoch": 1})
+    import vaekit.checkpoint as ck
+
+    def broken(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(tmp_path, {"model": {"w": torch.zeros(3)}}, {"epoch": 2})
+    groups, meta = checkpoint.load(tmp_path)
+    assert meta["epoch"] == 1 and torch.equal(groups["model"]["w"], torch.ones(3))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_load_refuses_foreign_safetensors(tmp_path):
+    from safetensors.torch import save_file
+    save_file({"w": torch.ones(2)}, str(tmp_path / "checkpoint.safetensors"))
+    with pytest.raises(ValueError, match="not a vaekit checkpoint"):
+        checkpoint.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint.load(tmp_path / "missing")
+
+
+def test_training_raises_the_bound(tmp_path):
+    values = tiny_run(tmp_path, train={"epochs": 8, "lr": 3e-3})
+    run_dir = trainlib.train(configlib.from_dict(values))
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and rows[-1]["step"] == 8 * 23
+    assert rows[-1]["train/elbo"] > rows[0]["train/elbo"] + 5
+    assert rows[-1]["test/elbo"] > rows[0]["test/elbo"] + 5
+
+
+def test_lr_schedules():
+    cfg = configlib.TrainConfig(lr_schedule="cosine", lr_final_factor=0.1, warmup_steps=10)
+    assert lr_factor(cfg, 0, 110) == pytest.approx(0.1)  # warm-up starts small
+    assert lr_factor(cfg, 10, 110) == pytest.approx(1.0)
+    assert lr_factor(cfg, 60, 110) == pytest.approx(0.55)
+    assert lr_factor(cfg, 110, 110) == pytest.approx(0.1)
+    cfg.lr_schedule = "linear"
+    assert lr_factor(cfg, 60, 110) == pytest.approx(0.55)
+    cfg.lr_schedule, cfg.warmup_steps = "constant", 0
+    assert lr_factor(cfg, 100, 110) == 1.0
+
+
+def test_bernoulli_on_grey_levels_is_refused_unless_asked(tmp_path):
+    values = tiny_run(tmp_path, data={"binarization": "none"}, train={"epochs": 1})
+    with pytest.raises(ValueError, match="allow_nonbinary_bernoulli"):
+        Trainer(configlib.from_dict(values))
+    values["data"]["allow_nonbinary_bernoulli"] = True
+    Trainer(configlib.from_dict(values)).fit()
+    values["data"]["allow_nonbinary_bernoulli"] = False
+    values["model"]["likelihood"] = "gaussian"
+    values["out"] = str(tmp_path / "gauss")
+    Trainer(configlib.from_dict(values)).fit()
+
+
+def test_iwae_objective_trains(tmp_path):
+    values = tiny_run(tmp_path, train={"epochs": 1, "objective": "iwae", "num_samples": 5})
+    run_dir = trainlib.train(configlib.from_dict(values))
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert "train/iwae" in row
