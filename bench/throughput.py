@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,7 +61,7 @@ def main() -> None:
         cfg = configlib.from_dict({
             "data": {"name": args.data, "data_dir": args.data_dir}, "model": {"preset": args.preset},
             "train": {"epochs": args.epochs, "batch_size": args.batch_size, "progress": False, "device": "cpu",
-                      "num_threads": args.threads}, "out": tmp})
+                      "num_threads": args.threads, "compile": args.compile}, "out": tmp})
         trainer = Trainer(cfg)
         trainer.fit()
         rows = [json.loads(line) for line in open(f"{tmp}/metrics.jsonl")]
@@ -70,7 +71,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
     print(f"float32 matmul (2048^3): {gemm:.1f} GFLOP/s")
-    print(f"model: {args.preset} on {args.data}, batch {args.batch_size}, {flops / 1e6:.2f} MFLOP per image "
+    print(f"model: {args.preset} on {args.data}, batch {args.batch_size}, compile={args.compile}, "
+          f"{flops / 1e6:.2f} MFLOP per image "
           f"(train step) -> GEMM ceiling {gemm * 1e9 / flops:,.0f} images/s")
     for r in rows:
         print(f"  epoch {r['epoch']}: {r['images_per_s']:,.0f} images/s")

@@ -134,6 +134,14 @@ def test_chunking_keeps_the_estimate():
     torch.testing.assert_close(chunked, log_mean_exp(model.weights))
 
 
+def test_bernoulli_log_prob_equals_torch_bernoulli():
+    from torch.distributions import Bernoulli
+    from vaekit.models.vae import BernoulliLogits
+    logits = torch.cat([torch.randn(4, 50) * 10, torch.tensor([[-80.0, -20.0, 0.0, 20.0, 80.0] * 10])])
+    x = torch.bernoulli(torch.full((5, 50), 0.5))
+    torch.testing.assert_close(BernoulliLogits(logits=logits).log_prob(x), Bernoulli(logits=logits).log_prob(x))
+
+
 def test_vae_rejects_unknown_likelihood_and_activation():
     with pytest.raises(ValueError, match="likelihood"):
         VAE(4, [3], 2, "tanh", "poisson")

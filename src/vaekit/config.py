@@ -65,6 +65,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     time_limit_minutes: float = 0.0  # > 0: stop after the first epoch that ends past this wall time
     progress: bool = True
+    compile: bool = False  # torch.compile the step: fuses the element-wise work around the matmuls
 
 
 @dataclass

@@ -94,6 +94,8 @@ class Trainer:
                              shuffle=True, seed=t.seed, drop_last=False)
         self.model = build_model(cfg.model, self.data.train.x.shape[1]).to(self.device)
         self.step_fn = STEPS[cfg.model.name]
+        if t.compile:
+            self.step_fn = torch.compile(self.step_fn, dynamic=False)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.total_steps = t.epochs * len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
