@@ -447,10 +447,20 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
 # binarisation
 
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
+
+
+def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One Bernoulli draw of every entry: 1 where u < p, u ~ U[0, 1). Same law as torch.bernoulli,
+    but about 3x faster on CPU, where the draw of a training batch would otherwise cost a quarter
+    of a VAE step."""
+    u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+    return (u < p).to(p.dtype)
+
+
 _BINARIZERS = {
     # a Bernoulli draw of every pixel with p = intensity; "static" is the same draw made once
-    "dynamic": lambda x, g: torch.bernoulli(x, generator=g),
-    "static": lambda x, g: torch.bernoulli(x, generator=g),
+    "dynamic": _bernoulli,
+    "static": _bernoulli,
     "threshold": lambda x, g: (x > 0.5).to(x.dtype),
     "none": lambda x, g: x,
 }
@@ -509,7 +519,7 @@ class Loader:
         stop = n - n % b if self.drop_last else n
         for i in range(0, stop, b):
             batch = x[order[i:i + b]]  # a copy: callers may modify it in place
-            yield torch.bernoulli(batch, generator=g) if self.binarization == "dynamic" else batch
+            yield _bernoulli(batch, g) if self.binarization == "dynamic" else batch
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The generator state; save it between epochs to resume bit-for-bit."""
