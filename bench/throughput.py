@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     args = p.parse_args()
+    # before any parallel work: the flag is per thread, and worker threads copy it when they start
+    torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
     gemm = matmul_gflops()

@@ -475,3 +475,10 @@ def test_fashion_mnist_debian_checksums():
     for stem in STEMS:
         raw = gzip.decompress((FASHION_DEBIAN / f"{stem}.gz").read_bytes())
         assert hashlib.sha256(raw).hexdigest() == D.SHA256["fashion-mnist"][stem], stem
+
+
+def test_fast_bernoulli_draws_what_torch_bernoulli_draws():
+    """The held-out binarisation must stay the same draw that torch.bernoulli made before it."""
+    p = torch.rand(300, 50, generator=torch.Generator().manual_seed(3))
+    expected = torch.bernoulli(p, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(binarize(p, "static", torch.Generator().manual_seed(7)), expected)

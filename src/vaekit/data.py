@@ -450,9 +450,11 @@ BINARIZATIONS = ("dynamic", "static", "threshold", "none")
 
 
 def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One Bernoulli draw of every entry: 1 where u < p, u ~ U[0, 1). Same law as torch.bernoulli,
-    but about 3x faster on CPU, where the draw of a training batch would otherwise cost a quarter
-    of a VAE step."""
+    """One Bernoulli draw of every entry: 1 where u < p, u ~ U[0, 1).
+
+    On CPU this is draw for draw what torch.bernoulli(p, generator=g) gives from the same generator
+    state (it compares the same uniforms), about 3x faster: the draw of a training batch would
+    otherwise cost a quarter of a VAE step."""
     u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
     return (u < p).to(p.dtype)
 
