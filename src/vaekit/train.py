@@ -165,7 +165,7 @@ class Trainer:
             row[f"{held_name}/elbo"] = held_out_elbo(self.model, held.x, self.cfg.eval.batch_size)
             self.epoch += 1
             self.log({"epoch": self.epoch, "step": self.step, "lr": lr, **row})
-            if t.progress:
+            if t.progress and (self.epoch % max(1, t.epochs // 20) == 0 or self.epoch == t.epochs):
                 print(f"epoch {self.epoch:4d}  train {row[f'train/{t.objective}']:9.3f}  "
                       f"{held_name} elbo {row[f'{held_name}/elbo']:9.3f}  {row['images_per_s']:8.0f} img/s", flush=True)
             out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes
