@@ -68,7 +68,8 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> conf
     return configlib.from_dict(configlib.apply_overrides(base, overrides))
 
 
-def cmd_train(args) -> Path:
+def cmd_train(args):
+    """Train (or resume); returns the Trainer, whose model and data the caller may reuse."""
     from .train import Trainer
     if args.resume:
         run_dir = Path(args.resume)
@@ -80,18 +81,18 @@ def cmd_train(args) -> Path:
     else:
         trainer = Trainer(config_from_args(args))
     print(f"run folder: {trainer.run_dir}")
-    return trainer.fit()
+    trainer.fit()
+    return trainer
 
 
 def cmd_run(args) -> None:
     from . import pictures
-    from .evaluate import evaluate_run, format_result
-    from .runs import load_run, prepare_data
-    run_dir = cmd_train(args)
-    result = evaluate_run(run_dir, progress=not args.no_progress)
-    print(format_result(result))
-    cfg, model = load_run(run_dir)
-    for path in pictures.draw(run_dir, model, prepare_data(cfg, next(model.parameters()).device)):
+    from .evaluate import evaluate_model, format_result
+    trainer = cmd_train(args)  # the trained model and loaded data serve evaluation and pictures too
+    model = trainer.model.eval()
+    print(format_result(evaluate_model(trainer.run_dir, trainer.cfg, model, trainer.data.test,
+                                       progress=not args.no_progress)))
+    for path in pictures.draw(trainer.run_dir, model, trainer.data):
         print(f"wrote {path}")
 
 

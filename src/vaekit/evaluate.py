@@ -71,19 +71,27 @@ def evaluate(model, x: torch.Tensor, cfg: configlib.EvalConfig, progress: bool =
     return result
 
 
+def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, test, progress: bool = True) -> dict:
+    """Evaluate `model` on the binarised test set of its run; writes <run_dir>/eval.json."""
+    configlib.validate(cfg)
+    binarization = cfg.data.binarization
+    result = {"data": cfg.data.name,
+              "test_binarization": f"{binarization} -> fixed draw (seed 0)"
+              if binarization in ("dynamic", "static") else binarization,
+              "estimator": f"importance sampling, K={cfg.eval.num_samples}, q(z|x) proposal",
+              **evaluate(model, test.x, cfg.eval, progress)}
+    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: str = "auto",
                  progress: bool = True) -> dict:
     """Evaluate a run's last checkpoint on its test set; writes eval.json into the run folder."""
     cfg, model = load_run(run_dir, device)
-    eval_cfg = cfg.eval if num_samples is None else replace(cfg.eval, num_samples=num_samples)
-    configlib.validate(replace(cfg, eval=eval_cfg))
+    if num_samples is not None:
+        cfg = replace(cfg, eval=replace(cfg.eval, num_samples=num_samples))
     test = prepare_data(cfg, next(model.parameters()).device).test
-    result = {"data": cfg.data.name, "test_binarization": f"{cfg.data.binarization} -> fixed draw (seed 0)"
-              if cfg.data.binarization in ("dynamic", "static") else cfg.data.binarization,
-              "estimator": f"importance sampling, K={eval_cfg.num_samples}, q(z|x) proposal",
-              **evaluate(model, test.x, eval_cfg, progress)}
-    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return evaluate_model(run_dir, cfg, model, test, progress)
 
 
 def format_result(result: dict) -> str:

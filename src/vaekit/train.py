@@ -38,13 +38,15 @@ STEPS: dict[str, Callable[..., torch.Tensor]] = {"vae": vae_step}
 
 
 def lr_factor(cfg: configlib.TrainConfig, step: int, total_steps: int) -> float:
-    """Multiplier of the base lr at `step`: linear warm-up, then constant, cosine or linear decay."""
+    """Multiplier of the base lr at `step`: linear warm-up, then constant, cosine or linear decay
+    from 1 to cfg.lr_final_factor."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
     t = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-    low = cfg.lr_final_factor
-    decay = {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t}
-    return low + (1 - low) * decay[cfg.lr_schedule] if cfg.lr_schedule != "constant" else 1.0
+    decay = {"cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t}[cfg.lr_schedule]
+    return cfg.lr_final_factor + (1 - cfg.lr_final_factor) * decay
 
 
 def make_optimizer(model: torch.nn.Module, cfg: configlib.TrainConfig, device: torch.device):
