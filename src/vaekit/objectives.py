@@ -8,8 +8,50 @@ caller reduces over the batch.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+from torch.distributions import Distribution, kl_divergence
+
+Likelihood = Callable[[torch.Tensor], Distribution]  # z [..., L] -> p(x|z), event over D
+
+
+def log_importance_weights(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
+                           num_samples: int) -> torch.Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q (reparameterised). x [B, D] -> [K, B]."""
+    z = q.rsample((num_samples,))
+    return likelihood(z).log_prob(x) + prior.log_prob(z) - q.log_prob(z)
+
+
+def elbo_analytic_kl(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
+                     num_samples: int) -> torch.Tensor:
+    """(a) E_q[log p(x|z)] - KL(q(z|x) || p(z)), the KL in closed form (Kingma & Welling 2014, eq. 7).
+
+    Per-sample terms [K, B] (their mean over K is the estimate): only log p(x|z_k) varies with k.
+    """
+    z = q.rsample((num_samples,))
+    return likelihood(z).log_prob(x) - kl_divergence(q, prior)
+
+
+def elbo_monte_carlo(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
+                     num_samples: int) -> torch.Tensor:
+    """(b) E_q[log p(x, z) - log q(z|x)]: the log importance weights themselves, [K, B]
+    (Kingma & Welling 2014, eq. 6)."""
+    return log_importance_weights(x, q, prior, likelihood, num_samples)
+
+
+def elbo_entropy(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
+                 num_samples: int) -> torch.Tensor:
+    """(c) E_q[log p(x, z)] + H(q(z|x)), the entropy in closed form (Goodfellow et al. 2016, eq. 19.31).
+    Per-sample terms [K, B]."""
+    z = q.rsample((num_samples,))
+    return likelihood(z).log_prob(x) + prior.log_prob(z) + q.entropy()
+
+
+def elbo_from_posterior(log_px: torch.Tensor, q: Distribution, posterior: Distribution) -> torch.Tensor:
+    """(d) log p(x) - KL(q(z|x) || p(z|x)): exact wherever the model's posterior is (Neal & Hinton 1998).
+    [B]; the gap log p(x) - ELBO is the KL term."""
+    return log_px - kl_divergence(q, posterior)
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl_divergence
 
+from ..objectives import log_importance_weights
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
 }
@@ -85,9 +87,7 @@ class VAE(nn.Module):
 
     def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
         """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x). x [B, D] -> [K, B]."""
-        q = self.posterior(x)
-        z = q.rsample((num_samples,))
-        return self.likelihood(z).log_prob(x) + self.prior().log_prob(z) - q.log_prob(z)
+        return log_importance_weights(x, self.posterior(x), self.prior(), self.likelihood, num_samples)
 
     def elbo_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(E_q[log p(x|z)] by Monte Carlo, KL(q(z|x) || p(z)) analytically), each [B]."""
