@@ -81,3 +81,19 @@ def test_mnist_train_and_evaluate(tmp_path, mnist_dir, capsys):
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["num_examples"] == 10_000 and 60 < result["nll"] < 300
     assert "samples.png" in pngs(run_dir)
+
+
+def test_linear_model_through_the_same_cli(tmp_path, capsys):
+    run_dir = tmp_path / "linear"
+    argv = ["run", "--model", "linear", "--likelihood", "gaussian", "--binarization", "none", "--latent", "2",
+            "--epochs", "3", "--lr", "0.01", "--num-samples", "10", "--no-progress", "--device", "cpu",
+            "--out", str(run_dir)]
+    assert main(argv) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    # the exact posterior as proposal: every IWAE bound and the estimate are log p(x) itself
+    assert abs(result["iwae_1"] - result["iwae_5"]) < 1e-3 and abs(result["nll"] + result["iwae_5"]) < 1e-3
+    assert "latent_manifold.png" in pngs(run_dir)
+    assert main(["evaluate", str(run_dir), "--gap", "--gap-examples", "30"]) == 0
+    assert "log p(x): exact" in capsys.readouterr().out
+    assert main(["train", "--model", "linear", "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "model.likelihood" in capsys.readouterr().err

@@ -148,7 +148,7 @@ def test_direct_generator_maps_standard_normal_to_n_mu_llt():
     model = random_model(3, 3, "none", seed=6)
     torch.manual_seed(0)
     x = model.sample(200_000).detach()
-    cov = model.weight @ model.weight.T
+    cov = (model.weight @ model.weight.T).detach()
     torch.testing.assert_close(x.mean(0), model.loc.detach(), atol=0.02, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), cov.detach(), atol=0.05 * float(cov.abs().max()), rtol=0)
     assert torch.isfinite(model.log_prob(x[:5])).all()

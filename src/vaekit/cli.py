@@ -98,9 +98,24 @@ def cmd_run(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_run, format_result
+    if args.gap:
+        return cmd_gap(args)
     result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress)
     print(format_result(result))
     print(f"wrote {Path(args.run) / 'eval.json'}")
+
+
+def cmd_gap(args) -> None:
+    from .gap import format_gap, gap_report
+    from .runs import load_run, prepare_data
+    cfg, model = load_run(args.run, args.device)
+    test = prepare_data(cfg, next(model.parameters()).device).test
+    if args.gap_examples < 1:
+        raise ValueError(f"--gap-examples: expected a positive number, got {args.gap_examples}")
+    report = gap_report(model, test.x[:args.gap_examples], num_samples=args.num_samples or cfg.eval.num_samples)
+    print(format_gap(report))
+    (Path(args.run) / "gap.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {Path(args.run) / 'gap.json'}")
 
 
 def picture_command(which: str):
@@ -144,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--no-progress", action="store_true")
             if name == "evaluate":
                 p.add_argument("--num-samples", type=int, help="importance samples (default: the run's eval config)")
+                p.add_argument("--gap", action="store_true",
+                               help="report log p(x) - ELBO split into approximation and amortisation gaps, "
+                                    "active units and KL per dimension (writes gap.json)")
+                p.add_argument("--gap-examples", type=int, default=500, help="test examples in the gap report")
     return parser
 
 

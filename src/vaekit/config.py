@@ -43,7 +43,8 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     latent: int = 2
     activation: str = "tanh"
-    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    likelihood: str = "bernoulli"  # bernoulli | gaussian (the linear model is always gaussian)
+    noise: str = "ppca"  # linear model: ppca (one sigma) | fa (diagonal) | none (direct generator, latent = D)
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
 
 
@@ -226,6 +227,10 @@ def validate(config: RunConfig) -> RunConfig:
     d, m, t, e = config.data, config.model, config.train, config.eval
     _choice(d.binarization, ("dynamic", "static", "threshold", "none"), "data.binarization")
     _choice(m.likelihood, ("bernoulli", "gaussian"), "model.likelihood")
+    _choice(m.noise, ("ppca", "fa", "none"), "model.noise")
+    if m.name == "linear" and m.likelihood != "gaussian":
+        raise ConfigError("model.likelihood: the linear-Gaussian model has a Gaussian likelihood; "
+                          "set model.likelihood = 'gaussian' (and usually data.binarization = 'none')")
     _choice(t.lr_schedule, ("constant", "cosine", "linear"), "train.lr_schedule")
     _choice(t.objective, ("elbo", "iwae"), "train.objective")
     for key, value in [("model.latent", m.latent), ("model.min_scale", m.min_scale),

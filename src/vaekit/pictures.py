@@ -55,7 +55,8 @@ def interpolations(model, x: torch.Tensor, image_shape, path: Path, num_pairs: i
 def latent_space(model, test, path_manifold: Path, path_scatter: Path) -> list[Path]:
     """For a 2-D latent space: the decoded manifold and the test encodings coloured by label."""
     device = next(model.parameters()).device
-    decode = lambda z: model.decode_mean(z.to(device)).cpu()
+    # a Gaussian decoder's means may leave [0, 1]: clamp them as the image grids do
+    decode = lambda z: model.decode_mean(z.to(device)).clamp(0, 1).cpu()
     z = model.encode_mean(test.x).cpu()
     small = max(test.image_shape[1:]) < 16  # 8x8 digits fill their frame: separate the tiles
     return [plots.plot_latent_manifold(decode, test.image_shape, path_manifold, scale=_scale(test.image_shape),

@@ -34,7 +34,12 @@ def vae_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor
     return model.elbo(x, cfg.num_samples)
 
 
-STEPS: dict[str, Callable[..., torch.Tensor]] = {"vae": vae_step}
+def linear_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor:
+    """The exact log-likelihood log N(x; mu, L L^T + Psi): gradient ascent on log p itself. [B]."""
+    return model.log_prob(x)
+
+
+STEPS: dict[str, Callable[..., torch.Tensor]] = {"vae": vae_step, "linear": linear_step}
 
 
 def lr_factor(cfg: configlib.TrainConfig, step: int, total_steps: int) -> float:

@@ -6,9 +6,10 @@ from typing import Callable
 
 from torch import nn
 
+from .linear import LinearGaussian
 from .vae import VAE
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"vae": VAE.from_config}
+MODELS: dict[str, Callable[..., nn.Module]] = {"vae": VAE.from_config, "linear": LinearGaussian.from_config}
 
 
 def build_model(config, data_dim: int) -> nn.Module:
@@ -18,4 +19,4 @@ def build_model(config, data_dim: int) -> nn.Module:
     return MODELS[config.name](config, data_dim)
 
 
-__all__ = ["MODELS", "VAE", "build_model"]
+__all__ = ["MODELS", "VAE", "LinearGaussian", "build_model"]

@@ -38,6 +38,10 @@ class LinearGaussian(nn.Module):
             # softplus(0.5413) = 1: unit noise scale to start, one (ppca) or d (fa) of them
             self.raw_scale = nn.Parameter(torch.full((1 if noise == "ppca" else data_dim,), 0.5413))
 
+    @classmethod
+    def from_config(cls, config, data_dim: int) -> "LinearGaussian":
+        return cls(data_dim, config.latent, config.noise, config.min_scale)
+
     def noise_variance(self) -> torch.Tensor:
         """diag(Psi) [d]."""
         return (F.softplus(self.raw_scale) + self.min_scale).pow(2).expand(self.data_dim)
@@ -91,6 +95,26 @@ class LinearGaussian(nn.Module):
         projected = self.weight @ q.scale_tril  # L S^(1/2): [B, d, k]
         trace = (projected.pow(2).sum(-1) / var).sum(-1)
         return self.likelihood(q.mean).log_prob(x) - 0.5 * trace
+
+    def elbo_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_q[log p(x|z)], KL(q || p(z))) for q the exact posterior, both in closed form. [B] each.
+        num_samples is accepted for the common interface; nothing is sampled."""
+        q = self.posterior(x)
+        return self.expected_log_likelihood(x, q), torch.distributions.kl_divergence(q, self.prior())
+
+    def elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """With the exact posterior the ELBO is log p(x) itself. [B]."""
+        return self.log_prob(x)
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] = loc + L z. [N, k] -> [N, d]."""
+        return self.loc + z @ self.weight.T
+
+    @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior means E[z|x]. [B, d] -> [B, k]."""
+        return self.posterior(x).mean
 
     @torch.no_grad()
     def sample(self, num_samples: int, noise: bool = True) -> torch.Tensor:
