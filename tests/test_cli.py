@@ -23,7 +23,7 @@ def test_run_trains_evaluates_and_draws(tmp_path, capsys):
     assert result["num_samples"] == 20 and result["num_examples"] == 360
     assert result["elbo"] <= result["iwae_5"] + 1.0 and result["nll"] > 0
     assert pngs(run_dir) == ["interpolations.png", "latent_manifold.png", "latent_scatter.png",
-                             "reconstructions.png", "samples.png", "training_curves.png"]
+                             "posterior_contours.png", "reconstructions.png", "samples.png", "training_curves.png"]
 
 
 def test_train_resume_evaluate_and_pictures(tmp_path, capsys):

@@ -161,3 +161,18 @@ def test_bad_arguments():
         LinearGaussian(4, 2, "none")
     with pytest.raises(ValueError, match="latent"):
         LinearGaussian.fit_ppca(torch.randn(10, 4), 4)
+
+
+def test_posterior_contours_of_the_linear_model_coincide(tmp_path, monkeypatch):
+    """On the picture's grid, log p(x, z) - log p(z|x) = log p(x): the same for every z."""
+    from vaekit import pictures, plots
+    model = random_model(9, 2, "fa", seed=8)
+    x = model.sample(3).detach()
+    seen = {}
+    monkeypatch.setattr(plots, "plot_posterior_contours",
+                        lambda z1, z2, lp, lq, path: seen.update(z1=z1, lp=lp, lq=lq) or path)
+    pictures.posterior_contours(model, x, tmp_path / "p.png", grid_size=20)
+    assert seen["lp"].shape == (3, 20, 20) and seen["z1"].shape == (3, 20)
+    with torch.no_grad():
+        offset = (seen["lp"] - seen["lq"]).flatten(1)  # [P, G*G]
+        torch.testing.assert_close(offset, model.log_prob(x)[:, None].expand_as(offset), rtol=1e-9, atol=1e-6)

@@ -115,6 +115,7 @@ def test_training_raises_the_bound(tmp_path):
     assert len(rows) == 8 and rows[-1]["step"] == 8 * 23
     assert rows[-1]["train/elbo"] > rows[0]["train/elbo"] + 5
     assert rows[-1]["test/elbo"] > rows[0]["test/elbo"] + 5
+    assert rows[-1]["test/kl"] > 0 and 0 <= rows[-1]["test/active_units"] <= 2
 
 
 def test_lr_schedules():

@@ -112,7 +112,8 @@ def cmd_gap(args) -> None:
     test = prepare_data(cfg, next(model.parameters()).device).test
     if args.gap_examples < 1:
         raise ValueError(f"--gap-examples: expected a positive number, got {args.gap_examples}")
-    report = gap_report(model, test.x[:args.gap_examples], num_samples=args.num_samples or cfg.eval.num_samples)
+    report = gap_report(model, test.x[:args.gap_examples], num_samples=args.num_samples or cfg.eval.num_samples,
+                        optimise_steps=args.gap_steps)
     print(format_gap(report))
     (Path(args.run) / "gap.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {Path(args.run) / 'gap.json'}")
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                                help="report log p(x) - ELBO split into approximation and amortisation gaps, "
                                     "active units and KL per dimension (writes gap.json)")
                 p.add_argument("--gap-examples", type=int, default=500, help="test examples in the gap report")
+                p.add_argument("--gap-steps", type=int, default=500,
+                               help="Adam steps of the per-example q* behind the amortisation split")
     return parser
 
 

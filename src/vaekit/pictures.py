@@ -65,6 +65,22 @@ def latent_space(model, test, path_manifold: Path, path_scatter: Path) -> list[P
                                       title="test encodings E_q[z|x]")]
 
 
+@torch.no_grad()
+def posterior_contours(model, x: torch.Tensor, path: Path, grid_size: int = 80, width: float = 4.0) -> Path:
+    """For a 2-D latent space and test points x [P, D]: log p(x, z) on a grid around each q(z|x) (the
+    true posterior up to its constant) beside log q(z|x)."""
+    q = model.posterior(x)
+    half = width * q.variance.sqrt().max(dim=-1).values.clamp_min(0.05)  # [P]: the widest std, times width
+    t = torch.linspace(-1, 1, grid_size, device=x.device)
+    z1 = q.mean[:, 0, None] + half[:, None] * t  # [P, G]
+    z2 = q.mean[:, 1, None] + half[:, None] * t
+    # z [G, G, P, 2]: samples in front, data points behind, as likelihood(z).log_prob(x) expects
+    z = torch.stack(torch.broadcast_tensors(z1.T[None, :, :], z2.T[:, None, :]), dim=-1)
+    log_joint = model.likelihood(z).log_prob(x) + model.prior().log_prob(z)  # [G, G, P]
+    panels = lambda v: v.permute(2, 0, 1).cpu()  # [P, G, G], row = z2, column = z1
+    return plots.plot_posterior_contours(z1.cpu(), z2.cpu(), panels(log_joint), panels(q.log_prob(z)), path)
+
+
 def training_curves(run_dir: Path, path: Path) -> Path:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return plots.plot_training_curves(rows, path)
@@ -73,8 +89,9 @@ def training_curves(run_dir: Path, path: Path) -> Path:
 def _latent(run_dir: Path, model, data: Splits) -> list[Path]:
     if getattr(model, "latent", None) != 2:
         return []  # a manifold and a scatter need a 2-D latent space
-    return latent_space(model, data.test, run_dir / "pictures/latent_manifold.png",
-                        run_dir / "pictures/latent_scatter.png")
+    return [*latent_space(model, data.test, run_dir / "pictures/latent_manifold.png",
+                          run_dir / "pictures/latent_scatter.png"),
+            posterior_contours(model, data.test.x[:4], run_dir / "pictures/posterior_contours.png")]
 
 
 def _curves(run_dir: Path, model, data: Splits) -> list[Path]:

@@ -296,3 +296,29 @@ def plot_interpolation(images: torch.Tensor, path, scale: int = 1,
                          f"got shape {tuple(x.shape)}")
     p, s = x.shape[:2]
     return save_image_grid(x.reshape(p * s, *x.shape[2:]), path, nrow=s, padding=1, scale=scale)
+
+
+def plot_posterior_contours(z1: torch.Tensor, z2: torch.Tensor, log_posterior: torch.Tensor,
+                            log_q: torch.Tensor, path) -> Path:
+    """The true posterior p(z|x) (filled contours) beside q(z|x) (lines), one panel per data point.
+
+    z1, z2 [P, G]: each panel's grid axes; log_posterior and log_q [P, G, G] (row i = z2[p, i],
+    column j = z1[p, j]), log-densities up to a constant: each panel is normalised over its grid.
+    """
+    from matplotlib.figure import Figure
+
+    panels, size = z1.shape[0], z1.shape[-1]
+    if z1.shape != z2.shape or log_posterior.shape != (panels, size, size) or log_q.shape != log_posterior.shape:
+        raise ValueError(f"expected z1, z2 [P, G] and log_posterior, log_q [P, G, G]; got z1 {tuple(z1.shape)}, "
+                         f"z2 {tuple(z2.shape)}, log_posterior {tuple(log_posterior.shape)}, log_q {tuple(log_q.shape)}")
+    _check_finite(log_posterior, "log_posterior")
+    _check_finite(log_q, "log_q")
+    fig = Figure(figsize=(3 * panels, 3.2), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax, a1, a2, lp, lq in zip(axes, z1, z2, log_posterior, log_q):
+        ax.contourf(a1, a2, (lp - lp.max()).exp(), levels=8, cmap="Blues")
+        ax.contour(a1, a2, (lq - lq.max()).exp(), levels=5, colors="tab:red", linewidths=1)
+        ax.set_xlabel("z1")
+    axes[0].set_ylabel("z2")
+    fig.suptitle("p(z|x) (filled) and q(z|x) (red lines)")
+    return _save_figure(fig, path)

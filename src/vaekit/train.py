@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from . import config as configlib
 from .data import Loader
+from .gap import ACTIVE_UNIT_THRESHOLD
 from .models import build_model
 from .objectives import iwae_bound
 from .runs import default_run_dir, prepare_data, resolve_device
@@ -61,12 +62,20 @@ def make_optimizer(model: torch.nn.Module, cfg: configlib.TrainConfig, device: t
 
 
 @torch.no_grad()
-def held_out_elbo(model, x: torch.Tensor, batch_size: int) -> float:
-    """Mean ELBO (analytic KL, one sample) over a held-out set [N, D]."""
+def held_out_terms(model, x: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """The cheap gap terms on a held-out set [N, D]: mean ELBO (analytic KL, one sample), its KL term,
+    and the number of active latent units (Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01)."""
     model.eval()
-    total = sum(float(model.elbo(xb).sum()) for xb in x.split(batch_size))
+    elbo = kl = 0.0
+    means = []
+    for xb in x.split(batch_size):
+        reconstruction, kl_b = model.elbo_terms(xb)
+        elbo += float((reconstruction - kl_b).sum())
+        kl += float(kl_b.sum())
+        means.append(model.encode_mean(xb))
     model.train()
-    return total / x.shape[0]
+    active = int((torch.cat(means).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum())
+    return {"elbo": elbo / x.shape[0], "kl": kl / x.shape[0], "active_units": active}
 
 
 def rng_tensors(loader: Loader) -> dict[str, torch.Tensor]:
@@ -169,7 +178,8 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             row = self.train_epoch()
             held_name, held = ("valid", self.data.valid) if self.data.valid is not None else ("test", self.data.test)
-            row[f"{held_name}/elbo"] = held_out_elbo(self.model, held.x, self.cfg.eval.batch_size)
+            terms = held_out_terms(self.model, held.x, self.cfg.eval.batch_size)
+            row.update({f"{held_name}/{k}": v for k, v in terms.items()})
             self.epoch += 1
             self.log({"epoch": self.epoch, "step": self.step, "lr": lr, **row})
             if t.progress and (self.epoch % max(1, t.epochs // 20) == 0 or self.epoch == t.epochs):
