@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import MultivariateNormal
+from torch.distributions import LowRankMultivariateNormal, MultivariateNormal
 
 from vaekit.evaluate import log_likelihood
 from vaekit.models.linear import LinearGaussian
@@ -176,3 +176,45 @@ def test_posterior_contours_of_the_linear_model_coincide(tmp_path, monkeypatch):
     with torch.no_grad():
         offset = (seen["lp"] - seen["lq"]).flatten(1)  # [P, G*G]
         torch.testing.assert_close(offset, model.log_prob(x)[:, None].expand_as(offset), rtol=1e-9, atol=1e-6)
+
+
+def test_vae_with_linear_decoder_reaches_the_ppca_optimum(tmp_path):
+    """Lucas et al. 2019: a VAE with a linear Gaussian decoder trained on PPCA data reaches the PPCA
+    maximum likelihood, and its ELBO becomes tight. Trained through vaekit's loop on a .npz data set."""
+    from vaekit import config as configlib
+    from vaekit.train import Trainer
+
+    torch.set_default_dtype(torch.float32)  # training runs in float32, as users run it
+    torch.manual_seed(0)
+    truth = LinearGaussian(16, 3, "ppca").double()
+    with torch.no_grad():  # centred at 0.5 with a small spread: the data stay inside [0, 1]
+        truth.loc.fill_(0.5)
+        truth.weight.mul_(0.05)
+        truth.raw_scale.fill_(-3.9)  # sigma ~ 0.02 + min_scale
+        x = truth.sample(4000).float()
+    assert 0 < float(x.min()) and float(x.max()) < 1
+    np.savez(tmp_path / "ppca.npz", train=x[:3000].numpy(), test=x[3000:].numpy())
+    cfg = configlib.from_dict({
+        "data": {"name": "npy", "path": str(tmp_path / "ppca.npz"), "binarization": "none"},
+        "model": {"hidden": [], "latent": 3, "likelihood": "gaussian", "min_scale": 1e-4},
+        "train": {"epochs": 200, "batch_size": 100, "lr": 1e-2, "progress": False, "device": "cpu"},
+        "out": str(tmp_path / "run")})
+    trainer = Trainer(cfg)
+    train_x = trainer.data.train.x.double()
+    with torch.no_grad():
+        ppca_ml = float(LinearGaussian.fit_ppca(train_x, 3).log_prob(train_x).mean())
+        gap_before = float((vae_exact_log_px(trainer.model, train_x) - trainer.model.elbo(train_x.float(), 50)).mean())
+    trainer.fit()
+    with torch.no_grad():
+        vae_log_px = float(vae_exact_log_px(trainer.model, train_x).mean())
+        gap_after = float((vae_exact_log_px(trainer.model, train_x) - trainer.model.elbo(train_x.float(), 50)).mean())
+    assert vae_log_px > ppca_ml - 0.5, (vae_log_px, ppca_ml, gap_before, gap_after)
+    assert gap_after < 0.5 and gap_after < gap_before / 2, (gap_before, gap_after)
+
+
+def vae_exact_log_px(model, x):
+    """log p(x) of a VAE whose decoder is one Linear layer: N(b, W W^T + diag(scale^2)), in float64."""
+    lin = model.decoder[0]
+    w, b = lin.weight.double(), lin.bias.double()
+    scale = (torch.nn.functional.softplus(model.raw_scale) + model.min_scale).double()
+    return LowRankMultivariateNormal(b, cov_factor=w, cov_diag=scale ** 2).log_prob(x)
