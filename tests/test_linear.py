@@ -197,7 +197,7 @@ def test_vae_with_linear_decoder_reaches_the_ppca_optimum(tmp_path):
     cfg = configlib.from_dict({
         "data": {"name": "npy", "path": str(tmp_path / "ppca.npz"), "binarization": "none"},
         "model": {"hidden": [], "latent": 3, "likelihood": "gaussian", "min_scale": 1e-4},
-        "train": {"epochs": 200, "batch_size": 100, "lr": 1e-2, "progress": False, "device": "cpu"},
+        "train": {"epochs": 300, "batch_size": 100, "lr": 1e-2, "progress": False, "device": "cpu"},
         "out": str(tmp_path / "run")})
     trainer = Trainer(cfg)
     train_x = trainer.data.train.x.double()

@@ -147,3 +147,32 @@ def test_iwae_objective_trains(tmp_path):
     run_dir = trainlib.train(configlib.from_dict(values))
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert "train/iwae" in row
+
+
+def test_monitoring_is_logged_and_does_not_change_training(tmp_path):
+    quiet = tiny_run(tmp_path / "a", eval={"monitor_samples": 0})
+    loud = tiny_run(tmp_path / "b", eval={"monitor_samples": 20, "monitor_examples": 50})
+    runs = [Trainer(configlib.from_dict(v)) for v in (quiet, loud)]
+    for trainer in runs:
+        trainer.fit()
+    for name, value in runs[0].model.state_dict().items():
+        assert torch.equal(value, runs[1].model.state_dict()[name]), name
+    row = json.loads((runs[1].run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["test/iwae20"] >= row["test/elbo"] - 1.0 and "test/iwae20" not in json.loads(
+        (runs[0].run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_linear_model_closed_form_init_and_exact_monitor(tmp_path):
+    from vaekit.models import LinearGaussian
+    values = tiny_run(tmp_path, model={"name": "linear", "likelihood": "gaussian", "init": "ppca", "latent": 3},
+                      data={"binarization": "none"}, train={"epochs": 1, "lr": 1e-6})
+    trainer = Trainer(configlib.from_dict(values))
+    x = trainer.data.train.x
+    with torch.no_grad():
+        expected = LinearGaussian.fit_ppca(x, 3).log_prob(x).mean()
+        assert torch.allclose(trainer.model.log_prob(x).mean(), expected, rtol=1e-5)
+    trainer.fit()
+    row = json.loads((trainer.run_dir / "metrics.jsonl").read_text())
+    assert abs(row["test/log_px"] - row["test/iwae100"]) < 1e-3  # exact posterior proposal: IWAE = log p(x)
+    with pytest.raises(configlib.ConfigError, match="model.init"):
+        configlib.from_dict(tiny_run(tmp_path, model={"init": "ppca"}))

@@ -44,6 +44,7 @@ class ModelConfig:
     latent: int = 2
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # bernoulli | gaussian (the linear model is always gaussian)
+    init: str = "random"  # linear model: random | ppca (closed-form maximum likelihood on the training data)
     noise: str = "ppca"  # linear model: ppca (one sigma) | fa (diagonal) | none (direct generator, latent = D)
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
 
@@ -76,6 +77,8 @@ class EvalConfig:
     chunk_size: int = 500  # samples at a time: memory ~ batch_size * chunk_size * D floats
     iwae_samples: list[int] = field(default_factory=lambda: [1, 5, 50])
     elbo_samples: int = 10  # samples for the reconstruction term of the test ELBO
+    monitor_samples: int = 100  # each epoch: IWAE bound with this K on held-out data (0: off)
+    monitor_examples: int = 1000  # ... on this many held-out examples
     seed: int = 1234
 
 
@@ -228,6 +231,9 @@ def validate(config: RunConfig) -> RunConfig:
     _choice(d.binarization, ("dynamic", "static", "threshold", "none"), "data.binarization")
     _choice(m.likelihood, ("bernoulli", "gaussian"), "model.likelihood")
     _choice(m.noise, ("ppca", "fa", "none"), "model.noise")
+    _choice(m.init, ("random", "ppca"), "model.init")
+    if m.init == "ppca" and (m.name != "linear" or m.noise != "ppca"):
+        raise ConfigError("model.init: 'ppca' is the closed-form fit of the linear model with model.noise = 'ppca'")
     if m.name == "linear" and m.likelihood != "gaussian":
         raise ConfigError("model.likelihood: the linear-Gaussian model has a Gaussian likelihood; "
                           "set model.likelihood = 'gaussian' (and usually data.binarization = 'none')")
@@ -247,6 +253,8 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if not 0 < t.lr_final_factor <= 1:
         raise ConfigError(f"train.lr_final_factor: expected a number in (0, 1], got {t.lr_final_factor}")
+    if e.monitor_samples < 0 or e.monitor_examples < 0:
+        raise ConfigError("eval.monitor_samples and eval.monitor_examples must be >= 0")
     if d.num_valid < 0 or t.warmup_steps < 0 or t.num_threads < 0 or t.time_limit_minutes < 0:
         raise ConfigError("data.num_valid, train.warmup_steps, train.num_threads and train.time_limit_minutes "
                           "must be >= 0")

@@ -19,7 +19,7 @@ from . import checkpoint
 from . import config as configlib
 from .data import Loader
 from .gap import ACTIVE_UNIT_THRESHOLD
-from .models import build_model
+from .models import LinearGaussian, build_model
 from .objectives import iwae_bound
 from .runs import default_run_dir, prepare_data, resolve_device
 
@@ -62,20 +62,30 @@ def make_optimizer(model: torch.nn.Module, cfg: configlib.TrainConfig, device: t
 
 
 @torch.no_grad()
-def held_out_terms(model, x: torch.Tensor, batch_size: int) -> dict[str, float]:
+def held_out_terms(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, float]:
     """The cheap gap terms on a held-out set [N, D]: mean ELBO (analytic KL, one sample), its KL term,
-    and the number of active latent units (Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01)."""
+    the number of active latent units (Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01), and on the first
+    cfg.monitor_examples points the IWAE bound with K = cfg.monitor_samples (and the exact log p(x)
+    where the model has one): the gap as it evolves."""
     model.eval()
     elbo = kl = 0.0
     means = []
-    for xb in x.split(batch_size):
+    for xb in x.split(cfg.batch_size):
         reconstruction, kl_b = model.elbo_terms(xb)
         elbo += float((reconstruction - kl_b).sum())
         kl += float(kl_b.sum())
         means.append(model.encode_mean(xb))
+    terms = {"elbo": elbo / x.shape[0], "kl": kl / x.shape[0],
+             "active_units": int((torch.cat(means).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum())}
+    subset = x[:cfg.monitor_examples]
+    if cfg.monitor_samples and subset.shape[0]:
+        k = cfg.monitor_samples
+        bound = sum(float(iwae_bound(model.log_weights(xb, k)).sum()) for xb in subset.split(cfg.batch_size))
+        terms[f"iwae{k}"] = bound / subset.shape[0]
+        if hasattr(model, "log_prob"):
+            terms["log_px"] = float(model.log_prob(subset).mean())
     model.train()
-    active = int((torch.cat(means).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum())
-    return {"elbo": elbo / x.shape[0], "kl": kl / x.shape[0], "active_units": active}
+    return terms
 
 
 def rng_tensors(loader: Loader) -> dict[str, torch.Tensor]:
@@ -109,6 +119,9 @@ class Trainer:
         self.loader = Loader(self.data.train, t.batch_size, binarization=cfg.data.binarization,
                              shuffle=True, seed=t.seed, drop_last=False)
         self.model = build_model(cfg.model, self.data.train.x.shape[1]).to(self.device)
+        if cfg.model.init == "ppca":
+            fitted = LinearGaussian.fit_ppca(self.data.train.x, cfg.model.latent, cfg.model.min_scale)
+            self.model.load_state_dict(fitted.state_dict())
         self.step_fn = STEPS[cfg.model.name]
         if t.compile:
             self.step_fn = torch.compile(self.step_fn, dynamic=False)
@@ -173,12 +186,17 @@ class Trainer:
     def fit(self) -> Path:
         """Train until cfg.train.epochs, validating, logging and checkpointing each epoch."""
         t = self.cfg.train
+        if self.step == 0:  # a fresh run: its draws must not depend on what ran since __init__
+            torch.manual_seed(t.seed)
         start = time.perf_counter()
         while self.epoch < t.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
             row = self.train_epoch()
             held_name, held = ("valid", self.data.valid) if self.data.valid is not None else ("test", self.data.test)
-            terms = held_out_terms(self.model, held.x, self.cfg.eval.batch_size)
+            # on its own random stream: monitoring more or less must not change the training run
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.cfg.eval.seed + self.epoch)
+                terms = held_out_terms(self.model, held.x, self.cfg.eval)
             row.update({f"{held_name}/{k}": v for k, v in terms.items()})
             self.epoch += 1
             self.log({"epoch": self.epoch, "step": self.step, "lr": lr, **row})

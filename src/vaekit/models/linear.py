@@ -126,7 +126,7 @@ class LinearGaussian(nn.Module):
         return x
 
     @classmethod
-    def fit_ppca(cls, x: torch.Tensor, latent: int) -> "LinearGaussian":
+    def fit_ppca(cls, x: torch.Tensor, latent: int, min_scale: float = 0.0) -> "LinearGaussian":
         """Closed-form maximum likelihood PPCA (Tipping & Bishop 1999, eqs. 7-8): with S = U diag(l) U^T
         the sample covariance (divided by N), sigma^2 = mean of the d - k smallest l, and
         L = U_k (diag(l_k) - sigma^2 I)^(1/2) (up to a rotation)."""
@@ -139,11 +139,11 @@ class LinearGaussian(nn.Module):
         eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
         sigma2 = eigvals[latent:].mean().clamp_min(1e-12)
         weight = eigvecs[:, :latent] * (eigvals[:latent] - sigma2).clamp_min(0).sqrt()
-        model = cls(d, latent, "ppca", min_scale=0.0).to(x.dtype)
+        model = cls(d, latent, "ppca", min_scale=min_scale).to(x.dtype)
         with torch.no_grad():
             model.loc.copy_(loc)
             model.weight.copy_(weight.to(x.dtype))
-            # inverse softplus of sigma: log(exp(s) - 1), written stably
-            s = sigma2.sqrt()
+            # sigma = softplus(raw) + min_scale; inverse softplus log(exp(s) - 1), written stably
+            s = (sigma2.sqrt() - min_scale).clamp_min(1e-12)
             model.raw_scale.fill_(float(s + torch.log(-torch.expm1(-s))))
         return model
