@@ -141,8 +141,12 @@ RECORDS = [
 
 def test_curve_groups_by_suffix():
     groups = plots._curve_groups(RECORDS, None)
-    assert groups == {"elbo": ["train/elbo", "valid/elbo", "test/elbo"], "kl": ["train/kl"]}
+    bounds = "log p(x) and its bounds"
+    assert groups == {bounds: ["train/elbo", "valid/elbo", "test/elbo"], "kl": ["train/kl"]}
     assert plots._curve_groups(RECORDS, ["lr", "train/kl"]) == {"lr": ["lr"], "kl": ["train/kl"]}
+    rows = [{"epoch": 1, "test/elbo": -3.0, "test/iwae100": -2.5, "test/log_px": -2.0, "test/kl": 1.0}]
+    assert plots._curve_groups(rows, None) == {bounds: ["test/elbo", "test/iwae100", "test/log_px"],
+                                               "kl": ["test/kl"]}
 
 
 def test_plot_training_curves_writes_png(tmp_path):

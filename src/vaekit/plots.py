@@ -139,8 +139,14 @@ def _curve_groups(records: list[dict], keys: list[str] | None) -> dict[str, list
                 raise ValueError(f"keys entry {k!r} has no numeric value in any record")
     groups: dict[str, list[str]] = {}
     for k in keys:
-        groups.setdefault(k.split("/", 1)[-1], []).append(k)
+        groups.setdefault(_panel(k.split("/", 1)[-1]), []).append(k)
     return groups
+
+
+def _panel(suffix: str) -> str:
+    """ELBO, IWAE bounds and log p(x) share one panel, so the gap between them shows."""
+    return "log p(x) and its bounds" if suffix in ("elbo", "iwae", "log_px") or suffix.startswith("iwae") \
+        else suffix
 
 
 def plot_training_curves(records: list[dict], path, keys: list[str] | None = None,
@@ -148,7 +154,8 @@ def plot_training_curves(records: list[dict], path, keys: list[str] | None = Non
     """Plot metrics from metrics.jsonl rows (list of dicts) against records[i][x_key].
 
     keys defaults to every numeric key starting with train/, valid/ or test/. Keys sharing the
-    suffix after the slash (train/elbo, valid/elbo) share one subplot. Rows missing the key or
+    suffix after the slash (train/elbo, valid/elbo) share one subplot, and the bounds on log p(x)
+    (elbo, iwae*, log_px) share one. Rows missing the key or
     x_key (or holding a non-number there) are skipped for that key.
     """
     from matplotlib.figure import Figure
