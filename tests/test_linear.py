@@ -218,3 +218,28 @@ def vae_exact_log_px(model, x):
     w, b = lin.weight.double(), lin.bias.double()
     scale = (torch.nn.functional.softplus(model.raw_scale) + model.min_scale).double()
     return LowRankMultivariateNormal(b, cov_factor=w, cov_diag=scale ** 2).log_prob(x)
+
+
+def test_vae_with_linear_gaussian_decoder_has_exact_forms():
+    """A VAE whose decoder is one Linear layer with Gaussian noise is a factor-analysis model: its exact
+    log p(x) and posterior give form (d), which equals the closed-form (a) for the encoder's q."""
+    from torch.distributions import kl_divergence
+    from vaekit.gap import gap_report
+    from vaekit.models import VAE
+    torch.manual_seed(0)
+    vae = VAE(10, [], 3, "tanh", "gaussian").double()
+    assert VAE(10, [8], 3, "tanh", "gaussian").as_linear_gaussian() is None
+    assert VAE(10, [], 3, "tanh", "bernoulli").as_linear_gaussian() is None
+    exact = vae.as_linear_gaussian()
+    x = torch.randn(5, 10)
+    with torch.no_grad():
+        q_diag = vae.posterior(x)
+        q = MultivariateNormal(q_diag.mean, scale_tril=torch.diag_embed(q_diag.stddev))
+        form_a = exact.expected_log_likelihood(x, q) - kl_divergence(q, exact.prior())
+        form_d = elbo_from_posterior(exact.log_prob(x), q, exact.posterior(x))
+        torch.testing.assert_close(form_d, form_a, rtol=1e-9, atol=1e-8)
+        mc = vae.elbo(x, 100_000)  # the VAE's own (a), by Monte Carlo
+    torch.testing.assert_close(mc, form_a, rtol=0, atol=0.1)
+    report = gap_report(vae, x, amortisation=False)
+    assert report["log_px_estimator"] == "exact"
+    assert report["log_px"]["mean"] == pytest.approx(float(exact.log_prob(x).detach().mean()))

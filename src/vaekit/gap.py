@@ -79,9 +79,10 @@ def gap_report(model, x: torch.Tensor, num_samples: int = 1000, iwae_samples=(1,
     prior, q = model.prior(), model.posterior(x)
     halves = elbo_entropy(x, q, prior, model.likelihood, elbo_samples) - q.entropy()  # E_q[log p(x,z)] terms
     elbo = _elbo(model, x, q, elbo_samples)
-    estimator = "given" if log_px is not None else "exact" if hasattr(model, "log_prob") else f"IS, K={num_samples}"
+    exact = model if hasattr(model, "log_prob") else getattr(model, "as_linear_gaussian", lambda: None)()
+    estimator = "given" if log_px is not None else "exact" if exact is not None else f"IS, K={num_samples}"
     if log_px is None:
-        log_px = model.log_prob(x) if hasattr(model, "log_prob") else \
+        log_px = exact.log_prob(x) if exact is not None else \
             log_likelihood(model, x, num_samples, min(num_samples, 500))
     report = {"num_examples": x.shape[0], "log_px_estimator": estimator,
               "expected_log_joint": _mean_se(halves.mean(0)), "entropy": _mean_se(q.entropy()),

@@ -100,6 +100,20 @@ class VAE(nn.Module):
         reconstruction, kl = self.elbo_terms(x, num_samples)
         return reconstruction - kl
 
+    def as_linear_gaussian(self):
+        """The same generative model as a LinearGaussian (exact log p(x) and p(z|x)) when the decoder is
+        one Linear layer with a Gaussian likelihood, else None. Shares no parameters: a snapshot."""
+        linear = len(self.decoder) == 1 and isinstance(self.decoder[0], nn.Linear)
+        if not (linear and self.likelihood_name == "gaussian"):
+            return None
+        from .linear import LinearGaussian
+        model = LinearGaussian(self.data_dim, self.latent, "fa", self.min_scale).to(self.raw_scale)
+        with torch.no_grad():
+            model.loc.copy_(self.decoder[0].bias)
+            model.weight.copy_(self.decoder[0].weight)
+            model.raw_scale.copy_(self.raw_scale)
+        return model
+
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """Mean of p(x|z) for z ~ p(z): pixel probabilities (Bernoulli) or means. [N, D]."""
