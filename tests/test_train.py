@@ -174,5 +174,6 @@ def test_linear_model_closed_form_init_and_exact_monitor(tmp_path):
     trainer.fit()
     row = json.loads((trainer.run_dir / "metrics.jsonl").read_text())
     assert abs(row["test/log_px"] - row["test/iwae100"]) < 1e-3  # exact posterior proposal: IWAE = log p(x)
+    assert "train/log_px" in row and "train/elbo" not in row
     with pytest.raises(configlib.ConfigError, match="model.init"):
         configlib.from_dict(tiny_run(tmp_path, model={"init": "ppca"}))
