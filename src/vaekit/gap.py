@@ -113,4 +113,8 @@ def format_gap(report: dict) -> str:
                   f"    amortisation     {f(report['amortisation_gap'])}"]
     units = report["active_units"]
     lines.append(f"  active units        {units['active']} of {units['of']}")
+    if report["kl_per_dim"] is not None:
+        kl = sorted(report["kl_per_dim"], reverse=True)
+        lines.append("  KL per dimension    " + " ".join(f"{v:.2f}" for v in kl[:10])
+                     + (f" ... ({len(kl) - 10} more)" if len(kl) > 10 else ""))
     return "\n".join(lines)
