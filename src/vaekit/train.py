@@ -113,7 +113,8 @@ class Trainer:
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         # Adam's second moments underflow into denormals after an epoch or so; on x86 CPUs arithmetic on
-        # them is >10x slower. Flushing them to zero changes nothing measurable in the result.
+        # them is >10x slower. Flushing them to zero changes nothing measurable in the result. The flag
+        # is per thread and worker threads copy it when they start: set it before any parallel work.
         torch.set_flush_denormal(True)
         torch.manual_seed(t.seed)
         self.device = resolve_device(t.device)
