@@ -1,0 +1,148 @@
+"""The Bernoulli restricted Boltzmann machine: explicit density through Markov chains.
+
+Binary visible v [B, V] and hidden h [B, H] units, energy E(v, h) = -v^T W h - b^T v - c^T h and
+p(v, h) = exp(-E(v, h)) / Z (Smolensky 1986; Hinton 2002). Summing h out gives the free energy
+F(v) = -b^T v - sum_j softplus(c_j + v^T W_:j), so log p(v) = -F(v) - log Z. Z is intractable beyond
+~20 units on the smaller side: `log_partition_exact` enumerates that side, `ais` estimates it by
+annealed importance sampling (Neal 2001; Salakhutdinov & Murray 2008).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent
+
+MAX_EXACT_UNITS = 24  # 2^24 states: about a second of matrix products
+
+
+def _bernoulli(logits: torch.Tensor) -> Distribution:
+    return Independent(Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
+
+
+def all_states(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Every binary vector of length n, [2^n, n]."""
+    return torch.tensor(list(itertools.product((0.0, 1.0), repeat=n)), dtype=dtype, device=device)
+
+
+class RBM(nn.Module):
+    """W [V, H], visible bias b [V], hidden bias c [H]."""
+
+    def __init__(self, num_visible: int, num_hidden: int, init_scale: float = 0.01):
+        super().__init__()
+        self.num_visible, self.num_hidden = num_visible, num_hidden
+        self.weight = nn.Parameter(init_scale * torch.randn(num_visible, num_hidden))
+        self.visible_bias = nn.Parameter(torch.zeros(num_visible))
+        self.hidden_bias = nn.Parameter(torch.zeros(num_hidden))
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """E(v, h) = -v^T W h - b^T v - c^T h. [B]."""
+        return -((v @ self.weight) * h).sum(-1) - v @ self.visible_bias - h @ self.hidden_bias
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """F(v) = -log sum_h exp(-E(v, h)) = -b^T v - sum_j softplus(c_j + v^T W_:j). [B]."""
+        return -v @ self.visible_bias - F.softplus(v @ self.weight + self.hidden_bias).sum(-1)
+
+    def hidden_given_visible(self, v: torch.Tensor) -> Distribution:
+        """p(h|v) = prod_j Bernoulli(sigmoid(c_j + v^T W_:j))."""
+        return _bernoulli(v @ self.weight + self.hidden_bias)
+
+    def visible_given_hidden(self, h: torch.Tensor) -> Distribution:
+        """p(v|h) = prod_i Bernoulli(sigmoid(b_i + W_i: h))."""
+        return _bernoulli(h @ self.weight.T + self.visible_bias)
+
+    @torch.no_grad()
+    def gibbs(self, v: torch.Tensor, num_steps: int = 1) -> torch.Tensor:
+        """num_steps sweeps of block Gibbs sampling v -> h -> v. [B, V] -> [B, V]."""
+        for _ in range(num_steps):
+            v = self.visible_given_hidden(self.hidden_given_visible(v).sample()).sample()
+        return v
+
+    @torch.no_grad()
+    def log_partition_exact(self) -> torch.Tensor:
+        """log Z by summing out the larger layer in closed form and enumerating the smaller one:
+        log Z = logsumexp_h [c^T h + sum_i softplus(b_i + W_i: h)] (or the same with v and h swapped)."""
+        small = min(self.num_visible, self.num_hidden)
+        if small > MAX_EXACT_UNITS:
+            raise ValueError(f"exact log Z enumerates 2^{small} states; at most 2^{MAX_EXACT_UNITS} are allowed: "
+                             f"use ais() for an RBM of {self.num_visible} x {self.num_hidden} units")
+        if self.num_hidden <= self.num_visible:
+            h = all_states(self.num_hidden, self.weight.dtype, self.weight.device)
+            terms = h @ self.hidden_bias + F.softplus(h @ self.weight.T + self.visible_bias).sum(-1)
+        else:
+            v = all_states(self.num_visible, self.weight.dtype, self.weight.device)
+            terms = -self.free_energy(v)
+        return torch.logsumexp(terms, dim=0)
+
+    def log_prob(self, v: torch.Tensor, log_z: torch.Tensor | float) -> torch.Tensor:
+        """log p(v) = -F(v) - log Z. [B]."""
+        return -self.free_energy(v) - log_z
+
+
+def base_rate_bias(v: torch.Tensor, smoothing: float = 1e-3) -> torch.Tensor:
+    """Visible biases of the base-rate RBM (W = 0, c = 0) matching the data marginals:
+    b_A,i = log(p_i / (1 - p_i)) (Salakhutdinov & Murray 2008, section 4.1). v [N, V] -> [V]."""
+    p = v.float().mean(0).clamp(smoothing, 1 - smoothing)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def _annealed_log_joint(rbm: RBM, base_bias: torch.Tensor, v: torch.Tensor, beta: float) -> torch.Tensor:
+    """log p*_beta(v) = (1 - beta) b_A^T v + beta b^T v + sum_j softplus(beta (c_j + v^T W_:j)), the
+    geometric path from the base-rate RBM (beta = 0) to the target (beta = 1), h summed out. [B]."""
+    return (1 - beta) * (v @ base_bias) + beta * (v @ rbm.visible_bias) \
+        + F.softplus(beta * (v @ rbm.weight + rbm.hidden_bias)).sum(-1)
+
+
+def _annealed_gibbs(rbm: RBM, base_bias: torch.Tensor, v: torch.Tensor, beta: float) -> torch.Tensor:
+    """One Gibbs sweep that leaves p*_beta invariant."""
+    h = torch.bernoulli(torch.sigmoid(beta * (v @ rbm.weight + rbm.hidden_bias)))
+    return torch.bernoulli(torch.sigmoid((1 - beta) * base_bias + beta * (h @ rbm.weight.T + rbm.visible_bias)))
+
+
+def log_partition_base(rbm: RBM, base_bias: torch.Tensor) -> float:
+    """log Z_A of the base-rate RBM: sum_i softplus(b_A,i) + H log 2."""
+    return float(F.softplus(base_bias).sum()) + rbm.num_hidden * math.log(2.0)
+
+
+@torch.no_grad()
+def ais(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, num_runs: int = 100,
+        init_v: torch.Tensor | None = None) -> dict:
+    """Annealed importance sampling of log Z (Neal 2001; Salakhutdinov & Murray 2008, algorithm 2).
+
+    Forward (init_v None): chains start from the base-rate RBM and anneal along betas (0 = b_0 < ... <
+    b_K = 1); log Z_B ~ log Z_A + log mean_r w_r, unbiased in Z, so log Z is underestimated on average
+    and the log-likelihood overestimated. Reverse (init_v [R, V], states from the target such as long
+    Gibbs chains or data): the same path walked backwards gives log Z_B ~ log Z_A - log mean_r w'_r,
+    which errs the other way (Burda, Grosse & Salakhutdinov 2015): together they bracket log Z.
+    Returns {"log_z", "stderr" (delta method), "log_w" [R]}.
+    """
+    betas = [float(b) for b in betas]
+    if betas[0] != 0.0 or betas[-1] != 1.0 or any(b1 <= b0 for b0, b1 in zip(betas, betas[1:])):
+        raise ValueError("betas: expected an increasing schedule from 0.0 to 1.0")
+    reverse = init_v is not None
+    path = betas[::-1] if reverse else betas
+    if reverse:
+        v = init_v.to(rbm.weight.dtype)
+    else:
+        v = torch.bernoulli(torch.sigmoid(base_bias).expand(num_runs, -1))
+    log_w = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
+    for b_prev, b_next in zip(path[:-1], path[1:]):
+        log_w += (_annealed_log_joint(rbm, base_bias, v, b_next) - _annealed_log_joint(rbm, base_bias, v, b_prev)).double()
+        v = _annealed_gibbs(rbm, base_bias, v, b_next)
+    log_mean = torch.logsumexp(log_w, 0) - math.log(log_w.numel())
+    # delta method: se(log mean w) = std(w) / (sqrt(R) mean(w)), computed relative to max for stability
+    w = torch.exp(log_w - log_w.max())
+    stderr = float(w.std() / (w.mean() * math.sqrt(w.numel()))) if w.numel() > 1 else float("nan")
+    log_z_a = log_partition_base(rbm, base_bias)
+    log_z = log_z_a - float(log_mean) if reverse else log_z_a + float(log_mean)
+    return {"log_z": log_z, "stderr": stderr, "log_w": log_w, "reverse": reverse}
+
+
+def cd_loss(rbm: RBM, v_data: torch.Tensor, v_model: torch.Tensor) -> torch.Tensor:
+    """Surrogate whose gradient is the contrastive-divergence estimate of -d log p(v)/d theta:
+    mean F(v_data) - mean F(v_model), the negative samples held fixed (Hinton 2002). Scalar."""
+    return rbm.free_energy(v_data).mean() - rbm.free_energy(v_model.detach()).mean()

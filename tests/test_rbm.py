@@ -1,0 +1,115 @@
+"""RBM oracles: conditionals and free energy against enumeration, AIS against the exact log Z."""
+
+import math
+
+import pytest
+import torch
+
+from vaekit.data import binarize, load_dataset
+from vaekit.models.rbm import RBM, ais, all_states, base_rate_bias, cd_loss
+
+
+def random_rbm(v, h, scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    rbm = RBM(v, h)
+    with torch.no_grad():
+        rbm.weight.normal_(0, scale)
+        rbm.visible_bias.normal_(0, scale)
+        rbm.hidden_bias.normal_(0, scale)
+    return rbm
+
+
+def joint_table(rbm):
+    """log exp(-E(v, h)) for every (v, h): [2^V, 2^H]."""
+    vs, hs = all_states(rbm.num_visible), all_states(rbm.num_hidden)
+    return -rbm.energy(vs[:, None, :].expand(-1, len(hs), -1), hs[None].expand(len(vs), -1, -1)), vs, hs
+
+
+@torch.no_grad()
+def test_conditionals_and_free_energy_match_enumeration():
+    rbm = random_rbm(5, 4)
+    log_joint, vs, hs = joint_table(rbm)
+    # p(h|v) by enumeration vs the factorised conditional
+    log_cond = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
+    torch.testing.assert_close(log_cond, rbm.hidden_given_visible(vs[:, None, :]).log_prob(hs[None]), atol=1e-5, rtol=0)
+    log_cond_v = log_joint - torch.logsumexp(log_joint, dim=0, keepdim=True)
+    torch.testing.assert_close(log_cond_v, rbm.visible_given_hidden(hs[None]).log_prob(vs[:, None, :]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(-rbm.free_energy(vs), torch.logsumexp(log_joint, dim=1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("v, h", [(6, 4), (4, 7)])
+@torch.no_grad()
+def test_exact_log_z_both_ways(v, h):
+    rbm = random_rbm(v, h, seed=v)
+    log_joint, vs, _ = joint_table(rbm)
+    brute = torch.logsumexp(log_joint.flatten(), 0)
+    torch.testing.assert_close(rbm.log_partition_exact(), brute, atol=1e-4, rtol=0)
+    assert torch.allclose(torch.logsumexp(rbm.log_prob(vs, brute), 0), torch.tensor(0.0), atol=1e-5)
+
+
+def test_exact_log_z_refuses_large_models():
+    with pytest.raises(ValueError, match="use ais"):
+        RBM(784, 500).log_partition_exact()
+
+
+def exact_samples(rbm, n, seed=0):
+    """Exact draws from p(v): h from its marginal by enumeration, then v | h."""
+    g = torch.Generator().manual_seed(seed)
+    hs = all_states(rbm.num_hidden)
+    logits = hs @ rbm.hidden_bias + torch.nn.functional.softplus(hs @ rbm.weight.T + rbm.visible_bias).sum(-1)
+    h = hs[torch.multinomial(torch.softmax(logits, 0), n, replacement=True, generator=g)]
+    return torch.bernoulli(torch.sigmoid(h @ rbm.weight.T + rbm.visible_bias), generator=g)
+
+
+def digits_binary():
+    return binarize(load_dataset("digits")["train"].x, "static", torch.Generator().manual_seed(0))
+
+
+def train_cd(rbm, v, steps, lr=0.05, k=1, persistent=False, seed=0):
+    torch.manual_seed(seed)
+    optimizer = torch.optim.SGD(rbm.parameters(), lr=lr, momentum=0.5)
+    chains = v[:100].clone()
+    for step in range(steps):
+        batch = v[torch.randint(0, v.shape[0], (100,))]
+        start = chains if persistent else batch
+        negative = rbm.gibbs(start, k)
+        chains = negative if persistent else chains
+        optimizer.zero_grad()
+        cd_loss(rbm, batch, negative).backward()
+        optimizer.step()
+    return rbm
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_cd_and_pcd_raise_the_exact_log_likelihood(persistent):
+    v = digits_binary()[:, :16]  # a 16-pixel window of the digits: exact log Z by enumeration of 2^8 h
+    rbm = RBM(16, 8)
+    with torch.no_grad():
+        before = float(rbm.log_prob(v, rbm.log_partition_exact()).mean())
+    train_cd(rbm, v, 300, persistent=persistent)
+    with torch.no_grad():
+        after = float(rbm.log_prob(v, rbm.log_partition_exact()).mean())
+    assert after > before + 1.0, (before, after)
+
+
+@torch.no_grad()
+def test_ais_brackets_the_exact_log_z_of_a_trained_digits_rbm():
+    """64 x 15 trained on digits (Salakhutdinov & Murray's check, small enough to enumerate 2^15 h)."""
+    v = digits_binary()
+    with torch.enable_grad():
+        rbm = train_cd(RBM(64, 15), v, 400, lr=0.1)
+    exact = float(rbm.log_partition_exact())
+    base = base_rate_bias(v)
+    betas = torch.cat([torch.linspace(0, 0.5, 500), torch.linspace(0.5, 0.9, 1000)[1:], torch.linspace(0.9, 1, 1000)[1:]])
+    torch.manual_seed(0)
+    forward = ais(rbm, base, betas, num_runs=200)
+    reverse = ais(rbm, base, betas, init_v=exact_samples(rbm, 200))
+    assert abs(forward["log_z"] - exact) < 0.1, (forward["log_z"], exact)
+    assert abs(reverse["log_z"] - exact) < 0.1, (reverse["log_z"], exact)
+    assert forward["stderr"] < 0.1 and forward["log_w"].shape == (200,)
+
+
+def test_ais_validates_schedule():
+    rbm = RBM(4, 3)
+    with pytest.raises(ValueError, match="betas"):
+        ais(rbm, torch.zeros(4), torch.tensor([0.0, 0.5]))
