@@ -4,6 +4,7 @@
     vaekit train --config c.toml     train; flags and --set section.key=value override the file
     vaekit train --resume RUN        continue a run from its last checkpoint
     vaekit evaluate RUN              importance-sampled test log-likelihood, ELBO, IWAE bounds
+    vaekit evaluate RUN --gap        log p(x) - ELBO, split into approximation and amortisation gaps
     vaekit sample|reconstruct|interpolate RUN    PNG grids in RUN/pictures/
 """
 
