@@ -91,7 +91,7 @@ def cmd_run(args) -> None:
     from .evaluate import evaluate_model, format_result
     trainer = cmd_train(args)  # the trained model and loaded data serve evaluation and pictures too
     model = trainer.model.eval()
-    print(format_result(evaluate_model(trainer.run_dir, trainer.cfg, model, trainer.data.test,
+    print(format_result(evaluate_model(trainer.run_dir, trainer.cfg, model, trainer.data,
                                        progress=not args.no_progress)))
     for path in pictures.draw(trainer.run_dir, model, trainer.data):
         print(f"wrote {path}")
@@ -110,6 +110,9 @@ def cmd_gap(args) -> None:
     from .gap import format_gap, gap_report
     from .runs import load_run, prepare_data
     cfg, model = load_run(args.run, args.device)
+    if not hasattr(model, "posterior"):
+        raise ValueError(f"--gap: the gap log p(x) - ELBO needs a model with an approximate posterior q(z|x); "
+                         f"a {cfg.model.name!r} model has none")
     test = prepare_data(cfg, next(model.parameters()).device).test
     if args.gap_examples < 1:
         raise ValueError(f"--gap-examples: expected a positive number, got {args.gap_examples}")
@@ -125,7 +128,7 @@ def picture_command(which: str):
         from . import pictures
         from .runs import load_run, prepare_data
         cfg, model = load_run(args.run, args.device)
-        extra = ("latent",) if which == "samples" else ()
+        extra = ("latent",) if which == "samples" and getattr(model, "pictures", ("latent",)).count("latent") else ()
         for path in pictures.draw(Path(args.run), model, prepare_data(cfg, next(model.parameters()).device),
                                   which=(which, *extra)):
             print(f"wrote {path}")

@@ -41,9 +41,10 @@ class ModelConfig:
     name: str = "vae"
     preset: str | None = None  # fills the fields below; explicit keys still win
     hidden: list[int] = field(default_factory=lambda: [128, 128])
-    latent: int = 2
+    latent: int = 2  # latent dimension (vae, linear) or number of hidden units (rbm)
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # bernoulli | gaussian (the linear model is always gaussian)
+    num_chains: int = 100  # rbm: persistent Gibbs chains (train.persistent)
     init: str = "random"  # linear model: random | ppca (closed-form maximum likelihood on the training data)
     noise: str = "ppca"  # linear model: ppca (one sigma) | fa (diagonal) | none (direct generator, latent = D)
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
@@ -60,6 +61,11 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-4  # Burda et al. 2016
     objective: str = "elbo"  # elbo | iwae
+    optimizer: str = "adam"  # adam | sgd
+    momentum: float = 0.9  # sgd
+    weight_decay: float = 0.0
+    cd_steps: int = 1  # rbm: Gibbs sweeps of CD-k / PCD-k
+    persistent: bool = False  # rbm: persistent chains (PCD, Tieleman 2008) instead of CD
     num_samples: int = 1  # importance samples per example in the objective
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -79,6 +85,9 @@ class EvalConfig:
     elbo_samples: int = 10  # samples for the reconstruction term of the test ELBO
     monitor_samples: int = 100  # each epoch: IWAE bound with this K on held-out data (0: off)
     monitor_examples: int = 1000  # ... on this many held-out examples
+    ais_betas: int = 10000  # rbm: inverse temperatures of annealed importance sampling
+    ais_runs: int = 100  # rbm: AIS runs (forward) and chains (reverse)
+    ais_chain_sweeps: int = 1000  # rbm: Gibbs sweeps from test data to the reverse-AIS start states
     seed: int = 1234
 
 
@@ -239,11 +248,14 @@ def validate(config: RunConfig) -> RunConfig:
                           "set model.likelihood = 'gaussian' (and usually data.binarization = 'none')")
     _choice(t.lr_schedule, ("constant", "cosine", "linear"), "train.lr_schedule")
     _choice(t.objective, ("elbo", "iwae"), "train.objective")
+    _choice(t.optimizer, ("adam", "sgd"), "train.optimizer")
     for key, value in [("model.latent", m.latent), ("model.min_scale", m.min_scale),
                        ("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.lr", t.lr),
                        ("train.num_samples", t.num_samples), ("train.checkpoint_every", t.checkpoint_every),
                        ("eval.num_samples", e.num_samples), ("eval.batch_size", e.batch_size),
-                       ("eval.chunk_size", e.chunk_size), ("eval.elbo_samples", e.elbo_samples)]:
+                       ("eval.chunk_size", e.chunk_size), ("eval.elbo_samples", e.elbo_samples),
+                       ("model.num_chains", m.num_chains), ("train.cd_steps", t.cd_steps),
+                       ("eval.ais_runs", e.ais_runs), ("eval.ais_chain_sweeps", e.ais_chain_sweeps)]:
         _positive(value, key)
     for i, h in enumerate(m.hidden):
         _positive(h, f"model.hidden[{i}]")
@@ -253,6 +265,10 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if not 0 < t.lr_final_factor <= 1:
         raise ConfigError(f"train.lr_final_factor: expected a number in (0, 1], got {t.lr_final_factor}")
+    if e.ais_betas < 2:
+        raise ConfigError(f"eval.ais_betas: expected at least 2 inverse temperatures, got {e.ais_betas}")
+    if t.momentum < 0 or t.weight_decay < 0:
+        raise ConfigError("train.momentum and train.weight_decay must be >= 0")
     if e.monitor_samples < 0 or e.monitor_examples < 0:
         raise ConfigError("eval.monitor_samples and eval.monitor_examples must be >= 0")
     if d.num_valid < 0 or t.warmup_steps < 0 or t.num_threads < 0 or t.time_limit_minutes < 0:

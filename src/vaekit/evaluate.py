@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config as configlib
+from .models.rbm import ais, ais_schedule, base_rate_bias
 from .objectives import bits_per_dim, iwae_bound, standard_error
 from .runs import load_run, prepare_data
 
@@ -71,15 +72,50 @@ def evaluate(model, x: torch.Tensor, cfg: configlib.EvalConfig, progress: bool =
     return result
 
 
-def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, test, progress: bool = True) -> dict:
+@torch.no_grad()
+def evaluate_rbm(model, data, cfg: configlib.EvalConfig, progress: bool = True) -> dict:
+    """Test log-likelihood of an RBM, log p(v) = -F(v) - log Z, with log Z by forward AIS from the
+    base-rate RBM of the training marginals (Salakhutdinov & Murray 2008), beside the value from reverse
+    AIS started at long Gibbs chains (approximate model samples): the two bracket log Z when the chains
+    have mixed. Exact log Z too when the smaller layer is small enough to enumerate."""
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[data.test.x.device] if data.test.x.device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        base, betas = base_rate_bias(data.train.x), ais_schedule(cfg.ais_betas)
+        forward = ais(model, base, betas, num_runs=cfg.ais_runs)
+        chains = model.gibbs(data.test.x[:cfg.ais_runs], cfg.ais_chain_sweeps)
+        reverse = ais(model, base, betas, init_v=chains)
+    neg_free_energy = -model.free_energy(data.test.x).double().cpu()
+    result = summarize({"log_px": neg_free_energy - forward["log_z"]}, data.test.x.shape[1])
+    result.update(log_z=forward["log_z"], log_z_stderr=forward["stderr"], log_z_reverse=reverse["log_z"],
+                  log_z_reverse_stderr=reverse["stderr"], nll_reverse=-float(neg_free_energy.mean()) + reverse["log_z"],
+                  num_examples=data.test.x.shape[0], num_betas=len(betas), num_runs=cfg.ais_runs)
+    if min(model.num_visible, model.num_hidden) <= 20:
+        result["log_z_exact"] = float(model.log_partition_exact())
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def evaluate_latent(model, data, cfg: configlib.EvalConfig, progress: bool = True) -> dict:
+    return evaluate(model, data.test.x, cfg, progress)
+
+
+# per family: fn(model, data splits, eval config, progress) -> result dict
+EVALUATORS = {"vae": evaluate_latent, "linear": evaluate_latent, "rbm": evaluate_rbm}
+ESTIMATORS = {"rbm": lambda c: f"AIS, {c.ais_betas} betas x {c.ais_runs} runs, base-rate RBM; reverse AIS "
+                               f"from {c.ais_chain_sweeps}-sweep Gibbs chains beside it"}
+
+
+def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, data, progress: bool = True) -> dict:
     """Evaluate `model` on the binarised test set of its run; writes <run_dir>/eval.json."""
     configlib.validate(cfg)
     binarization = cfg.data.binarization
+    estimator = ESTIMATORS.get(cfg.model.name, lambda c: f"importance sampling, K={c.num_samples}, "
+                                                         "q(z|x) proposal")(cfg.eval)
     result = {"data": cfg.data.name,
               "test_binarization": f"{binarization} -> fixed draw (seed 0)"
               if binarization in ("dynamic", "static") else binarization,
-              "estimator": f"importance sampling, K={cfg.eval.num_samples}, q(z|x) proposal",
-              **evaluate(model, test.x, cfg.eval, progress)}
+              "estimator": estimator, **EVALUATORS[cfg.model.name](model, data, cfg.eval, progress)}
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -90,17 +126,22 @@ def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: st
     cfg, model = load_run(run_dir, device)
     if num_samples is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, num_samples=num_samples))
-    test = prepare_data(cfg, next(model.parameters()).device).test
-    return evaluate_model(run_dir, cfg, model, test, progress)
+    data = prepare_data(cfg, next(model.parameters()).device)
+    return evaluate_model(run_dir, cfg, model, data, progress)
 
 
 def format_result(result: dict) -> str:
     """A few human-readable lines of an evaluation result."""
     lines = [f"test NLL  {result['nll']:.3f} ± {result['nll_stderr']:.3f} nats  "
              f"({result['bits_per_dim']:.4f} bits/dim)  [{result['data']}, {result['estimator']}, "
-             f"{result['num_examples']} examples]",
-             f"test ELBO {result['elbo']:.3f} ± {result['elbo_stderr']:.3f}  = reconstruction "
-             f"{result['reconstruction']:.3f} - KL {result['kl']:.3f}"]
+             f"{result['num_examples']} examples]"]
+    if "elbo" in result:
+        lines.append(f"test ELBO {result['elbo']:.3f} ± {result['elbo_stderr']:.3f}  = reconstruction "
+                     f"{result['reconstruction']:.3f} - KL {result['kl']:.3f}")
+    if "log_z" in result:
+        lines.append(f"log Z     {result['log_z']:.3f} ± {result['log_z_stderr']:.3f} (AIS); reverse AIS "
+                     f"{result['log_z_reverse']:.3f} -> test NLL {result['nll_reverse']:.3f}"
+                     + (f"; exact {result['log_z_exact']:.3f}" if "log_z_exact" in result else ""))
     for key in sorted((k for k in result if k.startswith("iwae_") and not k.endswith("stderr")),
                       key=lambda k: int(k.split("_")[1])):
         lines.append(f"IWAE K={key.split('_')[1]:<5} {result[key]:.3f} ± {result[key + '_stderr']:.3f}")

@@ -100,6 +100,31 @@ def _curves(run_dir: Path, model, data: Splits) -> list[Path]:
     return [training_curves(run_dir, run_dir / "pictures/training_curves.png")]
 
 
+@torch.no_grad()
+def gibbs_chain(model, x: torch.Tensor, image_shape, path: Path, num_chains: int = 8, num_frames: int = 10,
+                sweeps_per_frame: int = 100) -> Path:
+    """Rows of Gibbs chains: the first frame is a test image (left) or noise, then p(v|h) means every
+    sweeps_per_frame sweeps: how the chain mixes. x [N, D]."""
+    half = num_chains // 2
+    noise = torch.bernoulli(torch.full((num_chains - half, x.shape[1]), 0.5, device=x.device))
+    v = torch.cat([x[:half], noise])
+    frames = [v]
+    for _ in range(num_frames - 1):
+        v = model.gibbs(v, sweeps_per_frame)
+        frames.append(model.visible_given_hidden(model.hidden_given_visible(v).sample()).mean)
+    images = torch.stack(frames, dim=1).cpu()  # [P, S, D]
+    return plots.plot_interpolation(images, path, scale=_scale(image_shape), image_shape=tuple(image_shape))
+
+
+@torch.no_grad()
+def filters(model, image_shape, path: Path, num_filters: int = 100) -> Path:
+    """The weights of the first hidden units as images, each scaled to [0, 1]."""
+    w = model.weight.T[:num_filters]  # [H, V]
+    low, high = w.min(dim=1, keepdim=True).values, w.max(dim=1, keepdim=True).values
+    return plots.save_image_grid(_images((w - low) / (high - low).clamp_min(1e-12), image_shape), path,
+                                 scale=_scale(image_shape))
+
+
 # name -> fn(run_dir, model, data) -> written paths
 PICTURES = {
     "samples": lambda run, m, d: [samples(m, d.test.image_shape, run / "pictures/samples.png")],
@@ -109,9 +134,17 @@ PICTURES = {
                                                         run / "pictures/interpolations.png")],
     "latent": _latent,
     "curves": _curves,
+    "chain": lambda run, m, d: [gibbs_chain(m, d.test.x, d.test.image_shape, run / "pictures/gibbs_chain.png")],
+    "filters": lambda run, m, d: [filters(m, d.test.image_shape, run / "pictures/filters.png")],
 }
+LATENT_PICTURES = ("samples", "reconstructions", "interpolations", "latent", "curves")
 
 
-def draw(run_dir: str | Path, model, data: Splits, which=tuple(PICTURES)) -> list[Path]:
-    """Write the chosen pictures of a run into <run>/pictures/; returns their paths."""
-    return [path for name in which for path in PICTURES[name](Path(run_dir), model, data)]
+def draw(run_dir: str | Path, model, data: Splits, which: tuple[str, ...] | None = None) -> list[Path]:
+    """Write the chosen pictures of a run into <run>/pictures/ (default: all the model's kind has);
+    returns their paths."""
+    available = getattr(model, "pictures", LATENT_PICTURES)
+    missing = [name for name in which or () if name not in available]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: not drawn for a {type(model).__name__}; it has {', '.join(available)}")
+    return [path for name in which or available for path in PICTURES[name](Path(run_dir), model, data)]

@@ -7,9 +7,12 @@ from typing import Callable
 from torch import nn
 
 from .linear import LinearGaussian
+from .rbm import RBM
 from .vae import VAE
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"vae": VAE.from_config, "linear": LinearGaussian.from_config}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "vae": VAE.from_config, "linear": LinearGaussian.from_config, "rbm": RBM.from_config,
+}
 
 
 def build_model(config, data_dim: int) -> nn.Module:
@@ -19,4 +22,4 @@ def build_model(config, data_dim: int) -> nn.Module:
     return MODELS[config.name](config, data_dim)
 
 
-__all__ = ["MODELS", "VAE", "LinearGaussian", "build_model"]
+__all__ = ["MODELS", "VAE", "LinearGaussian", "RBM", "build_model"]

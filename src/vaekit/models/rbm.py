@@ -32,12 +32,36 @@ def all_states(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
 class RBM(nn.Module):
     """W [V, H], visible bias b [V], hidden bias c [H]."""
 
-    def __init__(self, num_visible: int, num_hidden: int, init_scale: float = 0.01):
+    pictures = ("samples", "chain", "filters", "curves")  # what vaekit.pictures draws for it
+
+    def __init__(self, num_visible: int, num_hidden: int, init_scale: float = 0.01, num_chains: int = 100):
         super().__init__()
         self.num_visible, self.num_hidden = num_visible, num_hidden
         self.weight = nn.Parameter(init_scale * torch.randn(num_visible, num_hidden))
         self.visible_bias = nn.Parameter(torch.zeros(num_visible))
         self.hidden_bias = nn.Parameter(torch.zeros(num_hidden))
+        # persistent chains of PCD live with the model, so checkpoints and resume carry them
+        self.register_buffer("chains", torch.zeros(num_chains, num_visible))
+        self.register_buffer("chains_started", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def from_config(cls, config, data_dim: int) -> "RBM":
+        return cls(data_dim, config.latent, num_chains=config.num_chains)
+
+    @torch.no_grad()
+    def persistent_chains(self, v: torch.Tensor) -> torch.Tensor:
+        """The PCD chains, started at the first batch's data [B, V] (repeated as needed)."""
+        if not self.chains_started:
+            self.chains.copy_(v[torch.arange(self.chains.shape[0], device=v.device) % v.shape[0]])
+            self.chains_started.fill_(True)
+        return self.chains
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, num_steps: int = 1000) -> torch.Tensor:
+        """p(v|h) means after num_steps Gibbs sweeps from uniform noise. [N, V]."""
+        v = torch.bernoulli(torch.full((num_samples, self.num_visible), 0.5, device=self.weight.device))
+        v = self.gibbs(v, num_steps - 1)
+        return self.visible_given_hidden(self.hidden_given_visible(v).sample()).mean
 
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """E(v, h) = -v^T W h - b^T v - c^T h. [B]."""
@@ -140,6 +164,15 @@ def ais(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, num_runs: int = 
     log_z_a = log_partition_base(rbm, base_bias)
     log_z = log_z_a - float(log_mean) if reverse else log_z_a + float(log_mean)
     return {"log_z": log_z, "stderr": stderr, "log_w": log_w, "reverse": reverse}
+
+
+def ais_schedule(num_betas: int) -> torch.Tensor:
+    """Inverse temperatures 0 = b_0 < ... < b_K = 1, denser near 1 where the distributions change
+    fastest: 10 %, 40 % and 50 % of the points on [0, 0.5], [0.5, 0.9], [0.9, 1] (after Salakhutdinov
+    & Murray 2008). [num_betas]."""
+    n1, n2 = max(2, num_betas // 10), max(2, 4 * num_betas // 10)
+    n3 = max(2, num_betas - n1 - n2 + 2)
+    return torch.cat([torch.linspace(0, 0.5, n1), torch.linspace(0.5, 0.9, n2)[1:], torch.linspace(0.9, 1, n3)[1:]])
 
 
 def cd_loss(rbm: RBM, v_data: torch.Tensor, v_model: torch.Tensor) -> torch.Tensor:
