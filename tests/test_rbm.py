@@ -66,7 +66,12 @@ def digits_binary():
 
 
 def train_cd(rbm, v, steps, lr=0.05, k=1, persistent=False, seed=0):
+    """SGD on the CD surrogate; rbm is re-initialised from `seed` so results do not depend on test order."""
     torch.manual_seed(seed)
+    with torch.no_grad():
+        rbm.weight.normal_(0, 0.01)
+        rbm.visible_bias.zero_()
+        rbm.hidden_bias.zero_()
     optimizer = torch.optim.SGD(rbm.parameters(), lr=lr, momentum=0.5)
     chains = v[:100].clone()
     for step in range(steps):
