@@ -182,3 +182,17 @@ def test_ais_brackets_the_exact_log_z_of_a_784x10_mnist_rbm(mnist_dir):
     reverse = ais(rbm, base_rate_bias(v), ais_schedule(10000), init_v=exact_samples(rbm, 100))
     assert exact - 3 < forward["log_z"] < exact + 0.5, (forward["log_z"], exact)
     assert exact - 0.5 < reverse["log_z"] < exact + 5, (reverse["log_z"], exact)
+
+
+def test_gibbs_draws_follow_the_conditionals():
+    """Block Gibbs on a 3 x 2 RBM: the chain's visible states settle at the exact marginal p(v)."""
+    rbm = random_rbm(3, 2, scale=1.0, seed=3)
+    with torch.no_grad():
+        vs = all_states(3)
+        exact = rbm.log_prob(vs, rbm.log_partition_exact()).exp()  # [8]
+        torch.manual_seed(0)
+        v = rbm.gibbs(torch.zeros(200_000, 3), 20)
+    index = (v * torch.tensor([4.0, 2.0, 1.0])).sum(-1).long()
+    freq = torch.bincount(index, minlength=8).double() / v.shape[0]
+    stderr = (exact * (1 - exact) / v.shape[0]).sqrt()
+    assert bool(((freq - exact).abs() < 5 * stderr + 1e-4).all()), (freq, exact)
