@@ -196,3 +196,16 @@ def test_gibbs_draws_follow_the_conditionals():
     freq = torch.bincount(index, minlength=8).double() / v.shape[0]
     stderr = (exact * (1 - exact) / v.shape[0]).sqrt()
     assert bool(((freq - exact).abs() < 5 * stderr + 1e-4).all()), (freq, exact)
+
+
+def test_base_rate_init_sets_visible_biases(tmp_path):
+    from vaekit import config as configlib
+    from vaekit.train import Trainer
+    values = {"data": {"name": "digits"}, "model": {"name": "rbm", "latent": 4, "init": "base_rate"},
+              "train": {"epochs": 1, "progress": False, "device": "cpu"}, "out": str(tmp_path / "r")}
+    trainer = Trainer(configlib.from_dict(values))
+    torch.testing.assert_close(torch.sigmoid(trainer.model.visible_bias.detach()),
+                               trainer.data.train.x.mean(0).clamp(1e-3, 1 - 1e-3))
+    values["model"]["name"] = "vae"
+    with pytest.raises(configlib.ConfigError, match="base_rate"):
+        configlib.from_dict(values)

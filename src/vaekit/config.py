@@ -45,7 +45,8 @@ class ModelConfig:
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # bernoulli | gaussian (the linear model is always gaussian)
     num_chains: int = 100  # rbm: persistent Gibbs chains (train.persistent)
-    init: str = "random"  # linear model: random | ppca (closed-form maximum likelihood on the training data)
+    # random | ppca (linear: closed-form maximum likelihood) | base_rate (rbm: visible biases at the data log-odds)
+    init: str = "random"
     noise: str = "ppca"  # linear model: ppca (one sigma) | fa (diagonal) | none (direct generator, latent = D)
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
 
@@ -240,9 +241,11 @@ def validate(config: RunConfig) -> RunConfig:
     _choice(d.binarization, ("dynamic", "static", "threshold", "none"), "data.binarization")
     _choice(m.likelihood, ("bernoulli", "gaussian"), "model.likelihood")
     _choice(m.noise, ("ppca", "fa", "none"), "model.noise")
-    _choice(m.init, ("random", "ppca"), "model.init")
+    _choice(m.init, ("random", "ppca", "base_rate"), "model.init")
     if m.init == "ppca" and (m.name != "linear" or m.noise != "ppca"):
         raise ConfigError("model.init: 'ppca' is the closed-form fit of the linear model with model.noise = 'ppca'")
+    if m.init == "base_rate" and m.name != "rbm":
+        raise ConfigError("model.init: 'base_rate' sets an RBM's visible biases; model.name is not 'rbm'")
     if m.name == "linear" and m.likelihood != "gaussian":
         raise ConfigError("model.likelihood: the linear-Gaussian model has a Gaussian likelihood; "
                           "set model.likelihood = 'gaussian' (and usually data.binarization = 'none')")

@@ -20,6 +20,7 @@ from . import config as configlib
 from .data import Loader
 from .gap import ACTIVE_UNIT_THRESHOLD
 from .models import LinearGaussian, build_model
+from .models.rbm import base_rate_bias
 from .objectives import iwae_bound
 from .runs import default_run_dir, prepare_data, resolve_device
 
@@ -157,6 +158,9 @@ class Trainer:
         if cfg.model.init == "ppca":
             fitted = LinearGaussian.fit_ppca(self.data.train.x, cfg.model.latent, cfg.model.min_scale)
             self.model.load_state_dict(fitted.state_dict())
+        elif cfg.model.init == "base_rate":  # Hinton 2010, "A practical guide to training RBMs", section 8
+            with torch.no_grad():
+                self.model.visible_bias.copy_(base_rate_bias(self.data.train.x))
         self.step_fn = STEPS[cfg.model.name]
         self.bound_name = getattr(self.step_fn, "bound_name", t.objective)
         if t.compile:
