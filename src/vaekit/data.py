@@ -26,7 +26,7 @@ import torch
 
 __all__ = [
     "IDXError", "read_idx", "ImageSet", "load_dataset", "DATASETS", "split_validation",
-    "BINARIZATIONS", "binarize", "is_binary", "Loader",
+    "BINARIZATIONS", "binarize", "bernoulli_draw", "is_binary", "Loader",
 ]
 
 # -----------------------------------------------------------------------------
@@ -449,7 +449,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, downlo
 BINARIZATIONS = ("dynamic", "static", "threshold", "none")
 
 
-def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def bernoulli_draw(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One Bernoulli draw of every entry: 1 where u < p, u ~ U[0, 1).
 
     On CPU this is draw for draw what torch.bernoulli(p, generator=g) gives from the same generator
@@ -461,8 +461,8 @@ def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 _BINARIZERS = {
     # a Bernoulli draw of every pixel with p = intensity; "static" is the same draw made once
-    "dynamic": _bernoulli,
-    "static": _bernoulli,
+    "dynamic": bernoulli_draw,
+    "static": bernoulli_draw,
     "threshold": lambda x, g: (x > 0.5).to(x.dtype),
     "none": lambda x, g: x,
 }
@@ -521,7 +521,7 @@ class Loader:
         stop = n - n % b if self.drop_last else n
         for i in range(0, stop, b):
             batch = x[order[i:i + b]]  # a copy: callers may modify it in place
-            yield _bernoulli(batch, g) if self.binarization == "dynamic" else batch
+            yield bernoulli_draw(batch, g) if self.binarization == "dynamic" else batch
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The generator state; save it between epochs to resume bit-for-bit."""
