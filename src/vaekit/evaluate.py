@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import config as configlib
 from .models.rbm import ais, ais_schedule, base_rate_bias
 from .objectives import bits_per_dim, iwae_bound, standard_error
-from .runs import load_run, prepare_data
+from .runs import load_run, prepare_data, seeded_stream
 
 
 @torch.no_grad()
@@ -61,8 +61,7 @@ def evaluate(model, x: torch.Tensor, cfg: configlib.EvalConfig, progress: bool =
     """Evaluate a latent-variable model on data x [N, D]; seeded, leaves the global RNG as it was."""
     model.eval()
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
+    with seeded_stream(cfg.seed, x.device):
         batches = [per_example(model, xb, cfg) for xb in
                    tqdm(x.split(cfg.batch_size), desc=f"log p(x), K={cfg.num_samples}", disable=not progress,
                         leave=False)]
@@ -79,8 +78,7 @@ def evaluate_rbm(model, data, cfg: configlib.EvalConfig, progress: bool = True) 
     AIS started at long Gibbs chains (approximate model samples): the two bracket log Z when the chains
     have mixed. Exact log Z too when the smaller layer is small enough to enumerate."""
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[data.test.x.device] if data.test.x.device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed)
+    with seeded_stream(cfg.seed, data.test.x.device):
         base, betas = base_rate_bias(data.train.x), ais_schedule(cfg.ais_betas)
         forward = ais(model, base, betas, num_runs=cfg.ais_runs)
         chains = model.gibbs(data.test.x[:cfg.ais_runs], cfg.ais_chain_sweeps)

@@ -6,6 +6,7 @@ checkpoint.safetensors + checkpoint.json, eval.json and pictures/*.png.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,16 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device: {name!r} asked for, but torch sees no CUDA device")
     return device
+
+
+@contextlib.contextmanager
+def seeded_stream(seed: int, device: torch.device | str):
+    """Run a block on its own random stream, seeded, leaving the global one as it was: evaluation and
+    monitoring then neither depend on nor change the training draws."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def binarize_held_out(data: ImageSet, mode: str) -> ImageSet:

@@ -22,7 +22,7 @@ from .gap import ACTIVE_UNIT_THRESHOLD
 from .models import LinearGaussian, build_model
 from .models.rbm import base_rate_bias
 from .objectives import iwae_bound
-from .runs import default_run_dir, prepare_data, resolve_device
+from .runs import default_run_dir, prepare_data, resolve_device, seeded_stream
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,9 +86,10 @@ def make_optimizer(model: torch.nn.Module, cfg: configlib.TrainConfig, device: t
 def rbm_terms(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, float]:
     """Cheap held-out terms of an RBM: mean free energy, and the squared error of a one-sweep
     mean-field reconstruction p(v|h ~ p(h|v))."""
-    free_energy = sum(float(model.free_energy(xb).sum()) for xb in x.split(cfg.batch_size))
-    error = sum(float((model.visible_given_hidden(model.hidden_given_visible(xb).sample()).mean - xb)
-                      .pow(2).sum()) for xb in x.split(cfg.batch_size))
+    free_energy = error = 0.0
+    for xb in x.split(cfg.batch_size):
+        free_energy += float(model.free_energy(xb).sum())
+        error += float((model.visible_given_hidden(model.hidden_given_visible(xb).sample()).mean - xb).pow(2).sum())
     return {"free_energy": free_energy / x.shape[0], "reconstruction_error": error / x.shape[0]}
 
 
@@ -234,8 +235,7 @@ class Trainer:
             row = self.train_epoch()
             held_name, held = ("valid", self.data.valid) if self.data.valid is not None else ("test", self.data.test)
             # on its own random stream: monitoring more or less must not change the training run
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(self.cfg.eval.seed + self.epoch)
+            with seeded_stream(self.cfg.eval.seed + self.epoch, self.device):
                 terms = MONITORS.get(self.cfg.model.name, held_out_terms)(self.model, held.x, self.cfg.eval)
             row.update({f"{held_name}/{k}": v for k, v in terms.items()})
             self.epoch += 1

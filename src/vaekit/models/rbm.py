@@ -123,16 +123,18 @@ def base_rate_bias(v: torch.Tensor, smoothing: float = 1e-3) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def _annealed_log_joint(rbm: RBM, base_bias: torch.Tensor, v: torch.Tensor, beta: float) -> torch.Tensor:
+def _annealed_log_joint(pre_hidden: torch.Tensor, v_base: torch.Tensor, v_target: torch.Tensor,
+                        beta: float) -> torch.Tensor:
     """log p*_beta(v) = (1 - beta) b_A^T v + beta b^T v + sum_j softplus(beta (c_j + v^T W_:j)), the
-    geometric path from the base-rate RBM (beta = 0) to the target (beta = 1), h summed out. [B]."""
-    return (1 - beta) * (v @ base_bias) + beta * (v @ rbm.visible_bias) \
-        + F.softplus(beta * (v @ rbm.weight + rbm.hidden_bias)).sum(-1)
+    geometric path from the base-rate RBM (beta = 0) to the target (beta = 1), h summed out. Takes the
+    products of v that do not depend on beta: pre_hidden = c + v W [B, H], v_base = b_A^T v and
+    v_target = b^T v [B]. Returns [B]."""
+    return (1 - beta) * v_base + beta * v_target + F.softplus(beta * pre_hidden).sum(-1)
 
 
-def _annealed_gibbs(rbm: RBM, base_bias: torch.Tensor, v: torch.Tensor, beta: float) -> torch.Tensor:
-    """One Gibbs sweep that leaves p*_beta invariant."""
-    h = _draw(beta * (v @ rbm.weight + rbm.hidden_bias))
+def _annealed_visible(rbm: RBM, base_bias: torch.Tensor, pre_hidden: torch.Tensor, beta: float) -> torch.Tensor:
+    """The v half of a Gibbs sweep that leaves p*_beta invariant, from h ~ sigmoid(beta (c + v W))."""
+    h = _draw(beta * pre_hidden)
     return _draw((1 - beta) * base_bias + beta * (h @ rbm.weight.T + rbm.visible_bias))
 
 
@@ -164,8 +166,10 @@ def ais(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, num_runs: int = 
         v = _draw(base_bias.expand(num_runs, -1))
     log_w = torch.zeros(v.shape[0], dtype=torch.float64, device=v.device)
     for b_prev, b_next in zip(path[:-1], path[1:]):
-        log_w += (_annealed_log_joint(rbm, base_bias, v, b_next) - _annealed_log_joint(rbm, base_bias, v, b_prev)).double()
-        v = _annealed_gibbs(rbm, base_bias, v, b_next)
+        pre_hidden, v_base, v_target = v @ rbm.weight + rbm.hidden_bias, v @ base_bias, v @ rbm.visible_bias
+        log_w += (_annealed_log_joint(pre_hidden, v_base, v_target, b_next)
+                  - _annealed_log_joint(pre_hidden, v_base, v_target, b_prev)).double()
+        v = _annealed_visible(rbm, base_bias, pre_hidden, b_next)
     log_mean = torch.logsumexp(log_w, 0) - math.log(log_w.numel())
     # delta method: se(log mean w) = std(w) / (sqrt(R) mean(w)), computed relative to max for stability
     w = torch.exp(log_w - log_w.max())
