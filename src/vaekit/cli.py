@@ -128,7 +128,8 @@ def picture_command(which: str):
         from . import pictures
         from .runs import load_run, prepare_data
         cfg, model = load_run(args.run, args.device)
-        extra = ("latent",) if which == "samples" and getattr(model, "pictures", ("latent",)).count("latent") else ()
+        has_latent = "latent" in getattr(model, "pictures", pictures.LATENT_PICTURES)
+        extra = ("latent",) if which == "samples" and has_latent else ()
         for path in pictures.draw(Path(args.run), model, prepare_data(cfg, next(model.parameters()).device),
                                   which=(which, *extra)):
             print(f"wrote {path}")
