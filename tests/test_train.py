@@ -177,3 +177,17 @@ def test_linear_model_closed_form_init_and_exact_monitor(tmp_path):
     assert "train/log_px" in row and "train/elbo" not in row
     with pytest.raises(configlib.ConfigError, match="model.init"):
         configlib.from_dict(tiny_run(tmp_path, model={"init": "ppca"}))
+
+
+def test_in_memory_training_writes_nothing(tmp_path, monkeypatch):
+    """Trainer(data=..., save=False): arrays in, a trained model and its history out, no files."""
+    import numpy as np
+    from vaekit.runs import Splits, as_image_set
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(0).random((200, 16)).round()
+    cfg = configlib.from_dict({"model": {"latent": 2, "hidden": [8]}, "train": {"epochs": 2, "progress": False,
+                                                                              "device": "cpu"}})
+    trainer = Trainer(cfg, data=Splits(as_image_set(x, "x"), None, as_image_set(x[:50], "x_test")), save=False)
+    assert trainer.fit() is None
+    assert [row["epoch"] for row in trainer.history] == [1, 2] and "test/elbo" in trainer.history[-1]
+    assert list(tmp_path.iterdir()) == []

@@ -67,6 +67,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     cd_steps: int = 1  # rbm: Gibbs sweeps of CD-k / PCD-k
     persistent: bool = False  # rbm: persistent chains (PCD, Tieleman 2008) instead of CD
+    # rbm: > 0 follows the centred gradient (Melchior, Fischer & Wiskott 2016), the offsets tracking the data
+    # means of v and p(h|v) as sliding averages at this rate (0.01 in the paper); 0 = the plain gradient
+    centering: float = 0.0
     num_samples: int = 1  # importance samples per example in the objective
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -87,8 +90,9 @@ class EvalConfig:
     monitor_samples: int = 100  # each epoch: IWAE bound with this K on held-out data (0: off)
     monitor_examples: int = 1000  # ... on this many held-out examples
     ais_betas: int = 10000  # rbm: inverse temperatures of annealed importance sampling
-    ais_runs: int = 100  # rbm: AIS runs (forward) and chains (reverse)
-    ais_chain_sweeps: int = 1000  # rbm: Gibbs sweeps from test data to the reverse-AIS start states
+    ais_runs: int = 100  # rbm: forward AIS runs
+    raise_examples: int = 500  # rbm: test points scored by RAISE, the conservative side of the bracket (0: off)
+    raise_betas: int = 10000  # rbm: inverse temperatures of each RAISE run
     seed: int = 1234
 
 
@@ -258,7 +262,7 @@ def validate(config: RunConfig) -> RunConfig:
                        ("eval.num_samples", e.num_samples), ("eval.batch_size", e.batch_size),
                        ("eval.chunk_size", e.chunk_size), ("eval.elbo_samples", e.elbo_samples),
                        ("model.num_chains", m.num_chains), ("train.cd_steps", t.cd_steps),
-                       ("eval.ais_runs", e.ais_runs), ("eval.ais_chain_sweeps", e.ais_chain_sweeps)]:
+                       ("eval.ais_runs", e.ais_runs)]:
         _positive(value, key)
     for i, h in enumerate(m.hidden):
         _positive(h, f"model.hidden[{i}]")
@@ -268,8 +272,15 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if not 0 < t.lr_final_factor <= 1:
         raise ConfigError(f"train.lr_final_factor: expected a number in (0, 1], got {t.lr_final_factor}")
-    if e.ais_betas < 2:
-        raise ConfigError(f"eval.ais_betas: expected at least 2 inverse temperatures, got {e.ais_betas}")
+    for key, value in [("eval.ais_betas", e.ais_betas), ("eval.raise_betas", e.raise_betas)]:
+        if value < 2:
+            raise ConfigError(f"{key}: expected at least 2 inverse temperatures, got {value}")
+    if e.raise_examples < 0:
+        raise ConfigError(f"eval.raise_examples: expected a count >= 0, got {e.raise_examples}")
+    if not 0 <= t.centering <= 1:
+        raise ConfigError(f"train.centering: expected an offset update rate in [0, 1], got {t.centering}")
+    if t.centering and m.name != "rbm":
+        raise ConfigError("train.centering: the centred gradient is for RBMs; model.name is not 'rbm'")
     if t.momentum < 0 or t.weight_decay < 0:
         raise ConfigError("train.momentum and train.weight_decay must be >= 0")
     if e.monitor_samples < 0 or e.monitor_examples < 0:

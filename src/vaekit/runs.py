@@ -28,7 +28,7 @@ HELD_OUT_BINARIZATION = {"dynamic": "static", "static": "static", "threshold": "
 class Splits:
     train: ImageSet  # kept in [0, 1]: the training Loader binarises it
     valid: ImageSet | None  # binarised once (see HELD_OUT_SEED)
-    test: ImageSet  # binarised once
+    test: ImageSet | None  # binarised once; None for in-memory training without held-out data
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,6 +76,19 @@ def prepare_data(cfg: configlib.RunConfig, device: torch.device | str = "cpu") -
     train, test = to(train), to(test)
     valid = None if valid is None else binarize_held_out(to(valid), d.binarization)
     return Splits(train, valid, binarize_held_out(test, d.binarization))
+
+
+def as_image_set(x, name: str, device: torch.device | str = "cpu") -> ImageSet:
+    """An array-like [N, D] of values in [0, 1] (numpy, torch, nested lists) as an ImageSet of N
+    1 x 1 x D images; errors name `name`, the shape and the values found."""
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{name}: expected a 2-D array of numbers in [0, 1], got {type(x).__name__} ({e})") from None
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty 2-D array [n_samples, n_features], got shape {tuple(x.shape)}")
+    x = x.to(device=device, dtype=torch.float32).contiguous()
+    return ImageSet(x, None, (1, 1, x.shape[1]), name)
 
 
 def default_run_dir(cfg: configlib.RunConfig) -> Path:

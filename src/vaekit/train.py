@@ -20,9 +20,9 @@ from . import config as configlib
 from .data import Loader
 from .gap import ACTIVE_UNIT_THRESHOLD
 from .models import LinearGaussian, build_model
-from .models.rbm import base_rate_bias
+from .models.rbm import base_rate_bias, centre_gradients, update_offsets
 from .objectives import iwae_bound
-from .runs import default_run_dir, prepare_data, resolve_device, seeded_stream
+from .runs import Splits, default_run_dir, prepare_data, resolve_device, seeded_stream
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,7 +47,10 @@ linear_step.bound_name = "log_px"  # what the logged training value is; the VAE 
 def rbm_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor:
     """CD-k (Hinton 2002) or PCD-k (Tieleman 2008): per example -F(x) + mean F(v-), v- the negative
     samples after cfg.cd_steps Gibbs sweeps from the data or the persistent chains. Its gradient is the
-    contrastive-divergence estimate of d log p(x); its value is the free-energy gap, not a bound. [B]."""
+    contrastive-divergence estimate of d log p(x); its value is the free-energy gap, not a bound. With
+    cfg.centering > 0 the offsets move first and `rbm_step.precondition` centres the gradient. [B]."""
+    if cfg.centering:
+        update_offsets(model, x, cfg.centering)
     start = model.persistent_chains(x) if cfg.persistent else x
     negative = model.gibbs(start, cfg.cd_steps)
     if cfg.persistent:
@@ -55,7 +58,13 @@ def rbm_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor
     return -model.free_energy(x) + model.free_energy(negative).mean()
 
 
+def rbm_precondition(model, cfg: configlib.TrainConfig) -> None:
+    if cfg.centering:
+        centre_gradients(model)
+
+
 rbm_step.bound_name = "free_energy_gap"
+rbm_step.precondition = rbm_precondition  # called between backward() and the optimizer step
 
 STEPS: dict[str, Callable[..., torch.Tensor]] = {"vae": vae_step, "linear": linear_step, "rbm": rbm_step}
 
@@ -141,9 +150,13 @@ MONITORS: dict[str, Callable[..., dict[str, float]]] = {"rbm": rbm_terms}
 class Trainer:
     """Holds the state of one run; `fit()` runs the loop from wherever the run folder left off."""
 
-    def __init__(self, cfg: configlib.RunConfig, run_dir: str | Path | None = None, resume: bool = False):
+    def __init__(self, cfg: configlib.RunConfig, run_dir: str | Path | None = None, resume: bool = False,
+                 data: Splits | None = None, save: bool = True):
+        """data: in-memory splits instead of the data set cfg.data names (see runs.splits_from_arrays);
+        save=False keeps everything in memory: no run folder, checkpoints or metrics file (`history`)."""
         self.cfg, t = cfg, cfg.train
-        self.run_dir = Path(run_dir or cfg.out or default_run_dir(cfg))
+        self.save, self.history = save, []
+        self.run_dir = Path(run_dir or cfg.out or default_run_dir(cfg)) if save else None
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         # Adam's second moments underflow into denormals after an epoch or so; on x86 CPUs arithmetic on
@@ -152,7 +165,7 @@ class Trainer:
         torch.set_flush_denormal(True)
         torch.manual_seed(t.seed)
         self.device = resolve_device(t.device)
-        self.data = prepare_data(cfg, self.device)
+        self.data = prepare_data(cfg, self.device) if data is None else data
         self.loader = Loader(self.data.train, t.batch_size, binarization=cfg.data.binarization,
                              shuffle=True, seed=t.seed, drop_last=False)
         self.model = build_model(cfg.model, self.data.train.x.shape[1]).to(self.device)
@@ -162,8 +175,10 @@ class Trainer:
         elif cfg.model.init == "base_rate":  # Hinton 2010, "A practical guide to training RBMs", section 8
             with torch.no_grad():
                 self.model.visible_bias.copy_(base_rate_bias(self.data.train.x))
+                self.model.visible_offset.copy_(self.data.train.x.float().mean(0))
         self.step_fn = STEPS[cfg.model.name]
         self.bound_name = getattr(self.step_fn, "bound_name", t.objective)
+        self.precondition = getattr(self.step_fn, "precondition", None)
         if t.compile:
             self.step_fn = torch.compile(self.step_fn, dynamic=False)
         self.optimizer = make_optimizer(self.model, t, self.device)
@@ -173,7 +188,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         if resume:
             self.load_checkpoint()
-        else:
+        elif save:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             configlib.save(cfg, self.run_dir / "config.json")
 
@@ -193,6 +208,23 @@ class Trainer:
         restore_rng(groups["rng"], self.loader)
         self.epoch, self.step = meta["epoch"], meta["step"]
 
+    def train_step(self, x: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the batch x [B, D]; returns the per-example training bound [B]."""
+        bound = self.step_fn(self.model, x, self.cfg.train)
+        loss = -bound.mean()
+        if not torch.isfinite(loss):
+            where = f"; the last good checkpoint in {str(self.run_dir)!r} is from epoch {self.epoch}" if self.save else ""
+            raise TrainingDiverged(f"non-finite loss {float(loss.detach())} at epoch {self.epoch + 1}, "
+                                   f"step {self.step + 1}{where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.precondition is not None:
+            self.precondition(self.model, self.cfg.train)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return bound.detach()
+
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training data; returns the mean training bound and throughput."""
         self.model.train()
@@ -200,19 +232,7 @@ class Trainer:
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", leave=False,
                    disable=not self.cfg.train.progress, mininterval=0.5)
         for x in bar:
-            bound = self.step_fn(self.model, x, self.cfg.train)
-            loss = -bound.mean()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"non-finite loss {float(loss.detach())} at epoch {self.epoch + 1}, step {self.step + 1} "
-                    f"(batch {count // x.shape[0] + 1} of the epoch); the last good checkpoint in "
-                    f"{str(self.run_dir)!r} is from epoch {self.epoch}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-            total += float(bound.detach().sum())
+            total += float(self.train_step(x).sum())
             count += x.shape[0]
             if self.step % 20 == 0:
                 bar.set_postfix(loss=f"{-total / count:.2f}", img_s=f"{count / (time.perf_counter() - start):.0f}")
@@ -221,8 +241,10 @@ class Trainer:
                 "epoch_s": seconds}
 
     def log(self, row: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.history.append(row)
+        if self.save:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
 
     def fit(self) -> Path:
         """Train until cfg.train.epochs, validating, logging and checkpointing each epoch."""
@@ -234,17 +256,19 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             row = self.train_epoch()
             held_name, held = ("valid", self.data.valid) if self.data.valid is not None else ("test", self.data.test)
-            # on its own random stream: monitoring more or less must not change the training run
-            with seeded_stream(self.cfg.eval.seed + self.epoch, self.device):
-                terms = MONITORS.get(self.cfg.model.name, held_out_terms)(self.model, held.x, self.cfg.eval)
-            row.update({f"{held_name}/{k}": v for k, v in terms.items()})
+            if held is not None:
+                # on its own random stream: monitoring more or less must not change the training run
+                with seeded_stream(self.cfg.eval.seed + self.epoch, self.device):
+                    terms = MONITORS.get(self.cfg.model.name, held_out_terms)(self.model, held.x, self.cfg.eval)
+                row.update({f"{held_name}/{k}": v for k, v in terms.items()})
             self.epoch += 1
             self.log({"epoch": self.epoch, "step": self.step, "lr": lr, **row})
             if t.progress and (self.epoch % max(1, t.epochs // 20) == 0 or self.epoch == t.epochs):
-                print(f"epoch {self.epoch:4d}  train {self.bound_name} {row[f'train/{self.bound_name}']:9.3f}  "
-                      f"{held_name} elbo {row[f'{held_name}/elbo']:9.3f}  {row['images_per_s']:8.0f} img/s", flush=True)
+                held_text = "".join(f"  {k} {v:9.3f}" for k, v in list(row.items())[3:5])
+                print(f"epoch {self.epoch:4d}  train {self.bound_name} {row[f'train/{self.bound_name}']:9.3f}"
+                      f"{held_text}  {row['images_per_s']:8.0f} img/s", flush=True)
             out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes
-            if self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs or out_of_time:
+            if self.save and (self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs or out_of_time):
                 self.save_checkpoint()
             if out_of_time:
                 print(f"stopped after epoch {self.epoch} of {t.epochs}: train.time_limit_minutes="

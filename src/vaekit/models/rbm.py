@@ -51,6 +51,15 @@ class RBM(nn.Module):
         # persistent chains of PCD live with the model, so checkpoints and resume carry them
         self.register_buffer("chains", torch.zeros(num_chains, num_visible))
         self.register_buffer("chains_started", torch.zeros((), dtype=torch.bool))
+        # offsets mu [V], lambda [H] of the centred gradient (train.centering); unused otherwise
+        self.register_buffer("visible_offset", torch.full((num_visible,), 0.5))
+        self.register_buffer("hidden_offset", torch.full((num_hidden,), 0.5))
+        self._register_load_state_dict_pre_hook(self._default_offsets)
+
+    def _default_offsets(self, state_dict, prefix, *args) -> None:
+        # checkpoints written before the centred gradient existed have no offsets: keep the defaults
+        for name in ("visible_offset", "hidden_offset"):
+            state_dict.setdefault(prefix + name, getattr(self, name).clone())
 
     @classmethod
     def from_config(cls, config, data_dim: int) -> "RBM":
@@ -179,6 +188,22 @@ def ais(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, num_runs: int = 
     return {"log_z": log_z, "stderr": stderr, "log_w": log_w, "reverse": reverse}
 
 
+@torch.no_grad()
+def raise_log_prob(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """RAISE, reverse annealed importance sampling of log p(v) itself (Burda, Grosse & Salakhutdinov 2015).
+
+    The forward AIS chain x_0 ~ p_0, x_k ~ T_k(.|x_{k-1}) is a generative model q_AIS(x_K) ~ p(v). Walking
+    it backwards from the test point (x_K = v, then x_{k-1} ~ T_k(.|x_k), each Gibbs sweep its own
+    reversal) gives the unbiased estimate of q_AIS(v)
+        log w = -F(v) - log Z_A + sum_{k<K} [log p*_k(x_k) - log p*_{k+1}(x_k)],
+    so E[log w] <= log q_AIS(v): a conservative (stochastic lower) estimate that tightens with more
+    betas, the other side of forward AIS, which overestimates log p(v) on average. One run per test
+    point. v [B, V] -> [B]."""
+    start = rbm.gibbs(v, 1)  # x_{K-1} ~ T_K(.|v): the sweep at beta = 1 comes before the first weight
+    log_w = ais(rbm, base_bias, betas, init_v=start)["log_w"]
+    return -rbm.free_energy(v).double() - log_partition_base(rbm, base_bias) + log_w
+
+
 def ais_schedule(num_betas: int) -> torch.Tensor:
     """Inverse temperatures 0 = b_0 < ... < b_K = 1, denser near 1 where the distributions change
     fastest: 10 %, 40 % and 50 % of the points on [0, 0.5], [0.5, 0.9], [0.9, 1] (after Salakhutdinov
@@ -186,6 +211,32 @@ def ais_schedule(num_betas: int) -> torch.Tensor:
     n1, n2 = max(2, num_betas // 10), max(2, 4 * num_betas // 10)
     n3 = max(2, num_betas - n1 - n2 + 2)
     return torch.cat([torch.linspace(0, 0.5, n1), torch.linspace(0.5, 0.9, n2)[1:], torch.linspace(0.9, 1, n3)[1:]])
+
+
+@torch.no_grad()
+def update_offsets(rbm: RBM, v: torch.Tensor, rate: float) -> None:
+    """Sliding averages of the centring offsets: mu <- (1 - rate) mu + rate <v>_data and lambda <-
+    (1 - rate) lambda + rate <p(h=1|v)>_data (Melchior, Fischer & Wiskott 2016, algorithm 1, dd^b_s).
+    The standard parameters (W, b, c) stay the model; the offsets only shape the gradient."""
+    rbm.visible_offset.lerp_(v.mean(0), rate)
+    rbm.hidden_offset.lerp_(torch.sigmoid(v @ rbm.weight + rbm.hidden_bias).mean(0), rate)
+
+
+@torch.no_grad()
+def centre_gradients(rbm: RBM) -> None:
+    """Turn the plain gradients in .grad into the centred gradient (Melchior, Fischer & Wiskott 2016),
+    expressed in the standard parameters. In the centred energy -(v - mu)^T W (h - lambda) - b'^T (v - mu)
+    - c'^T (h - lambda) the gradient is
+        grad_W' = <(v - mu)(h - lambda)^T>_data - <...>_model = grad_W - mu grad_c^T - grad_b lambda^T,
+        grad_b' = grad_b, grad_c' = grad_c,
+    and a step on (W, b', c') moves the standard biases b = b' - W lambda, c = c' - W^T mu by
+        delta b = delta b' - delta W lambda, delta c = delta c' - delta W^T mu.
+    Linear in the gradients, so it applies to the loss gradients as they are."""
+    mu, lam = rbm.visible_offset, rbm.hidden_offset
+    g_w, g_b, g_c = rbm.weight.grad, rbm.visible_bias.grad, rbm.hidden_bias.grad
+    g_w.sub_(torch.outer(mu, g_c)).sub_(torch.outer(g_b, lam))
+    g_b.sub_(g_w @ lam)
+    g_c.sub_(g_w.T @ mu)
 
 
 def cd_loss(rbm: RBM, v_data: torch.Tensor, v_model: torch.Tensor) -> torch.Tensor:
