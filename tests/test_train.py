@@ -191,3 +191,18 @@ def test_in_memory_training_writes_nothing(tmp_path, monkeypatch):
     assert trainer.fit() is None
     assert [row["epoch"] for row in trainer.history] == [1, 2] and "test/elbo" in trainer.history[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weight_decay_spares_the_biases():
+    from vaekit.models.rbm import RBM
+    model = RBM(6, 3)
+    with torch.no_grad():
+        model.visible_bias.fill_(-2.0)
+    cfg = configlib.TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.5)
+    optimizer = trainlib.make_optimizer(model, cfg, torch.device("cpu"))
+    before = params(model)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    torch.testing.assert_close(model.weight.detach(), before["weight"] * (1 - 0.1 * 0.5))
+    assert torch.equal(model.visible_bias.detach(), before["visible_bias"])

@@ -64,7 +64,7 @@ class TrainConfig:
     objective: str = "elbo"  # elbo | iwae
     optimizer: str = "adam"  # adam | sgd
     momentum: float = 0.9  # sgd
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 penalty on weight matrices (biases are not decayed)
     cd_steps: int = 1  # rbm: Gibbs sweeps of CD-k / PCD-k
     persistent: bool = False  # rbm: persistent chains (PCD, Tieleman 2008) instead of CD
     # rbm: > 0 follows the centred gradient (Melchior, Fischer & Wiskott 2016), the offsets tracking the data

@@ -84,11 +84,14 @@ def lr_factor(cfg: configlib.TrainConfig, step: int, total_steps: int) -> float:
 def make_optimizer(model: torch.nn.Module, cfg: configlib.TrainConfig, device: torch.device):
     # The fused kernels are one pass over all parameters: several times faster than the loop on CPU.
     fused = device.type in ("cpu", "cuda")
+    # weight decay on weight matrices only: decaying biases would pull an RBM's background pixels to p = 0.5
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
-                            weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused)
 
 
 @torch.no_grad()
