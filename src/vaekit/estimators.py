@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 
 from . import config as configlib
-from .models.rbm import ais, ais_schedule, base_rate_bias
+from .models.rbm import EXACT_UNITS, ais, ais_schedule, base_rate_bias
 from .runs import Splits, as_image_set, seeded_stream
 from .train import Trainer
 
@@ -32,7 +32,6 @@ PARAMETERS = {"model.latent": "n_components", "train.lr": "learning_rate", "trai
 
 
 class BernoulliRBM(TransformerMixin, BaseEstimator):
-    exact_units = 20  # enumerate 2^units states for log Z up to this size of the smaller layer
     """Bernoulli RBM (vaekit.models.RBM) trained by CD-k or PCD-k with SGD.
 
     n_components: hidden units; learning_rate, momentum, weight_decay: SGD; batch_size; n_iter: epochs of
@@ -43,6 +42,8 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     the smaller layer has at most `exact_units` units, else estimated by AIS. Fitted attributes:
     components_ [H, V], intercept_hidden_ [H], intercept_visible_ [V], model_ (the torch module).
     """
+
+    exact_units = EXACT_UNITS  # enumerate log Z up to this size of the smaller layer
 
     def __init__(self, n_components: int = 256, learning_rate: float = 0.1, batch_size: int = 100,
                  n_iter: int = 10, cd_steps: int = 1, persistent: bool = True, n_chains: int = 100,

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config as configlib
-from .models.rbm import ais, ais_schedule, base_rate_bias, raise_log_prob
+from .models.rbm import EXACT_UNITS, ais, ais_schedule, base_rate_bias, raise_log_prob
 from .objectives import bits_per_dim, iwae_bound, standard_error
 from .runs import load_run, prepare_data, seeded_stream
 
@@ -97,7 +97,7 @@ def evaluate_rbm(model, data, cfg: configlib.EvalConfig, progress: bool = True) 
                       nll_ais_same_examples=-float(log_px[:subset.shape[0]].mean()),
                       bracket_width=float(width.mean()), bracket_width_stderr=standard_error(width),
                       raise_examples=subset.shape[0], raise_betas=cfg.raise_betas)
-    if min(model.num_visible, model.num_hidden) <= 20:
+    if min(model.num_visible, model.num_hidden) <= EXACT_UNITS:
         result["log_z_exact"] = float(model.log_partition_exact())
     result["seconds"] = time.perf_counter() - start
     return result

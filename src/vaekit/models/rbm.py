@@ -20,6 +20,7 @@ from torch.distributions import Bernoulli, Distribution, Independent
 from ..data import bernoulli_draw
 
 MAX_EXACT_UNITS = 24  # 2^24 states: about a second of matrix products
+EXACT_UNITS = 20  # evaluators enumerate log Z (instead of only estimating it) up to this many units
 
 
 def _bernoulli(logits: torch.Tensor) -> Distribution:
