@@ -155,7 +155,7 @@ class Trainer:
 
     def __init__(self, cfg: configlib.RunConfig, run_dir: str | Path | None = None, resume: bool = False,
                  data: Splits | None = None, save: bool = True):
-        """data: in-memory splits instead of the data set cfg.data names (see runs.splits_from_arrays);
+        """data: in-memory splits instead of the data set cfg.data names (arrays: runs.as_image_set);
         save=False keeps everything in memory: no run folder, checkpoints or metrics file (`history`)."""
         self.cfg, t = cfg, cfg.train
         self.save, self.history = save, []
