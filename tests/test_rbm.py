@@ -185,7 +185,7 @@ def test_raise_is_unbiased_for_the_ais_model():
     base = torch.tensor([0.3, -0.5, 1.0, 0.0])
     betas = torch.tensor([0.0, 0.3, 0.7, 1.0])
     vs = all_states(4)
-    q = torch.exp(vs @ torch.nn.functional.logsigmoid(base) + (1 - vs) @ torch.nn.functional.logsigmoid(-base))
+    q = rbm_bernoulli_table(base[None], vs)[0]  # p_0, the base-rate RBM's visible marginal
     for beta in betas[1:]:
         q = q @ annealed_transition(rbm, base, float(beta))
     torch.manual_seed(0)
