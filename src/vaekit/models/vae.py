@@ -11,23 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl_divergence
 
+from ..nets import mlp
 from ..objectives import log_importance_weights
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
-}
-
-
-def mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """Linear layers of the given sizes with `activation` between them, none after the last."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: unknown {activation!r}; known: {sorted(ACTIVATIONS)}")
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
 
 
 class BernoulliLogits(Bernoulli):
