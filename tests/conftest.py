@@ -21,7 +21,7 @@ def mnist_dir() -> Path:
 def tiny_run(tmp_path: Path, **sections) -> dict:
     """Config dict of a few-second digits run; keyword sections update the defaults."""
     values = {"data": {"name": "digits"},
-              "model": {"hidden": [32], "latent": 2},
+              "vae": {"hidden": [32], "latent": 2},
               "train": {"epochs": 2, "batch_size": 64, "progress": False, "device": "cpu"},
               "eval": {"num_samples": 20, "chunk_size": 8, "iwae_samples": [1, 5]},
               "out": str(tmp_path / "run")}

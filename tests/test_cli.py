@@ -43,18 +43,20 @@ def test_train_resume_evaluate_and_pictures(tmp_path, capsys):
 
 def test_config_file_with_flag_override(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('[model]\nhidden = [8]\nlatent = 3\n[train]\nepochs = 5\nbatch_size = 128\nprogress = false\n')
+    config.write_text('[vae]\nhidden = [8]\nlatent = 3\n[train]\nepochs = 5\nbatch_size = 128\nprogress = false\n')
     run_dir = tmp_path / "run"
     assert main(["train", "--config", str(config), "--epochs", "1", "--out", str(run_dir)]) == 0
     saved = json.loads((run_dir / "config.json").read_text())
-    assert saved["train"]["epochs"] == 1 and saved["model"]["latent"] == 3 and saved["model"]["hidden"] == [8]
+    assert saved["train"]["epochs"] == 1 and saved["vae"]["latent"] == 3 and saved["vae"]["hidden"] == [8]
 
 
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--set", "train.epoch=3"], "train.epoch"),
     (["train", "--epochs", "many"], "train.epochs: expected int"),
     (["train", "--data", "cifar"], "unknown data set"),
-    (["train", "--preset", "giant"], "model.preset"),
+    (["train", "--preset", "giant"], "vae.preset"),
+    (["train", "--model", "rbm", "--latent", "3"], "rbm.latent"),
+    (["train", "--model", "flow"], "unknown model family 'flow'"),
     (["evaluate", "nowhere"], "not a vaekit run folder"),
     (["train", "--resume", "nowhere"], "no config.json"),
 ])
@@ -85,7 +87,7 @@ def test_mnist_train_and_evaluate(tmp_path, mnist_dir, capsys):
 
 def test_linear_model_through_the_same_cli(tmp_path, capsys):
     run_dir = tmp_path / "linear"
-    argv = ["run", "--model", "linear", "--likelihood", "gaussian", "--binarization", "none", "--latent", "2",
+    argv = ["run", "--model", "linear", "--binarization", "none", "--latent", "2",
             "--epochs", "3", "--lr", "0.01", "--num-samples", "10", "--no-progress", "--device", "cpu",
             "--out", str(run_dir)]
     assert main(argv) == 0
@@ -95,5 +97,6 @@ def test_linear_model_through_the_same_cli(tmp_path, capsys):
     assert "latent_manifold.png" in pngs(run_dir)
     assert main(["evaluate", str(run_dir), "--gap", "--gap-examples", "30"]) == 0
     assert "log p(x): exact" in capsys.readouterr().out
-    assert main(["train", "--model", "linear", "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
-    assert "model.likelihood" in capsys.readouterr().err
+    assert main(["train", "--model", "linear", "--likelihood", "bernoulli", "--epochs", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "linear.likelihood" in capsys.readouterr().err  # the linear-Gaussian model has no other likelihood

@@ -196,7 +196,7 @@ def test_vae_with_linear_decoder_reaches_the_ppca_optimum(tmp_path):
     np.savez(tmp_path / "ppca.npz", train=x[:3000].numpy(), test=x[3000:].numpy())
     cfg = configlib.from_dict({
         "data": {"name": "npy", "path": str(tmp_path / "ppca.npz"), "binarization": "none"},
-        "model": {"hidden": [], "latent": 3, "likelihood": "gaussian", "min_scale": 1e-4},
+        "vae": {"hidden": [], "latent": 3, "likelihood": "gaussian", "min_scale": 1e-4},
         "train": {"epochs": 300, "batch_size": 100, "lr": 1e-2, "progress": False, "device": "cpu"},
         "out": str(tmp_path / "run")})
     trainer = Trainer(cfg)

@@ -1,6 +1,7 @@
 """Training loop: resume is bit-exact, divergence stops cleanly, checkpoints are safetensors + JSON."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors import safe_open
 from conftest import tiny_run
 from vaekit import checkpoint
 from vaekit import config as configlib
+from vaekit import families
 from vaekit import train as trainlib
 from vaekit.train import Trainer, TrainingDiverged, lr_factor
 
@@ -25,18 +27,18 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, binarization):
 
     # the interrupted run crashes in the middle of its third epoch
     calls = {"n": 0}
-    original = trainlib.vae_step
+    vae = families.get("vae")
 
-    def crash_in_epoch_3(model, x, cfg):
+    def crash_in_epoch_3(state, x):
         calls["n"] += 1
         if calls["n"] == 2 * len(full.loader) + 3:
             raise KeyboardInterrupt
-        return original(model, x, cfg)
+        return vae.step(state, x)
 
-    monkeypatch.setitem(trainlib.STEPS, "vae", crash_in_epoch_3)
+    monkeypatch.setitem(families.REGISTRY, "vae", replace(vae, step=crash_in_epoch_3))
     with pytest.raises(KeyboardInterrupt):
         Trainer(configlib.from_dict(values), tmp_path / "cut").fit()
-    monkeypatch.setitem(trainlib.STEPS, "vae", original)
+    monkeypatch.setitem(families.REGISTRY, "vae", vae)
     assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 2
 
     resumed = Trainer(configlib.from_dict(values), tmp_path / "cut", resume=True)
@@ -53,15 +55,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     trainer = Trainer(configlib.from_dict(values))
     steps_per_epoch = len(trainer.loader)
     calls = {"n": 0}
-    original = trainlib.vae_step
+    vae = families.get("vae")
 
-    def nan_in_epoch_2(model, x, cfg):
+    def nan_in_epoch_2(state, x):
         calls["n"] += 1
-        bound = original(model, x, cfg)
-        return bound * float("nan") if calls["n"] == steps_per_epoch + 2 else bound
+        return vae.step(state, x * float("nan") if calls["n"] == steps_per_epoch + 2 else x)
 
-    monkeypatch.setitem(trainlib.STEPS, "vae", nan_in_epoch_2)
-    trainer.step_fn = nan_in_epoch_2
+    trainer.family = replace(vae, step=nan_in_epoch_2)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step .*epoch 1"):
         trainer.fit()
     groups, meta = checkpoint.load(trainer.run_dir)
@@ -75,9 +75,9 @@ def test_checkpoint_is_safetensors_with_json_metadata(tmp_path):
     with safe_open(str(run_dir / "checkpoint.safetensors"), framework="pt") as f:
         keys = set(f.keys())
         meta = json.loads(f.metadata()["vaekit"])
-    assert any(k.startswith("model/") for k in keys) and any(k.startswith("optimizer/") for k in keys)
+    assert any(k.startswith("model/") for k in keys) and any(k.startswith("optimizer.model/") for k in keys)
     assert "rng/torch" in keys and "rng/loader.generator" in keys
-    assert meta["epoch"] == 1 and meta["config"]["model"]["latent"] == 2
+    assert meta["epoch"] == 1 and meta["config"]["vae"]["latent"] == 2 and meta["family"] == "vae"
     assert json.loads((run_dir / "checkpoint.json").read_text()) == meta
     assert configlib.load_json(run_dir / "config.json") == configlib.from_dict(values)
     assert not list(run_dir.glob(".*.tmp"))  # no temporary files left behind
@@ -137,7 +137,7 @@ def test_bernoulli_on_grey_levels_is_refused_unless_asked(tmp_path):
     values["data"]["allow_nonbinary_bernoulli"] = True
     Trainer(configlib.from_dict(values)).fit()
     values["data"]["allow_nonbinary_bernoulli"] = False
-    values["model"]["likelihood"] = "gaussian"
+    values["vae"]["likelihood"] = "gaussian"
     values["out"] = str(tmp_path / "gauss")
     Trainer(configlib.from_dict(values)).fit()
 
@@ -164,8 +164,9 @@ def test_monitoring_is_logged_and_does_not_change_training(tmp_path):
 
 def test_linear_model_closed_form_init_and_exact_monitor(tmp_path):
     from vaekit.models import LinearGaussian
-    values = tiny_run(tmp_path, model={"name": "linear", "likelihood": "gaussian", "init": "ppca", "latent": 3},
+    values = tiny_run(tmp_path, model={"name": "linear"}, linear={"init": "ppca", "latent": 3},
                       data={"binarization": "none"}, train={"epochs": 1, "lr": 1e-6})
+    del values["vae"]
     trainer = Trainer(configlib.from_dict(values))
     x = trainer.data.train.x
     with torch.no_grad():
@@ -175,8 +176,8 @@ def test_linear_model_closed_form_init_and_exact_monitor(tmp_path):
     row = json.loads((trainer.run_dir / "metrics.jsonl").read_text())
     assert abs(row["test/log_px"] - row["test/iwae100"]) < 1e-3  # exact posterior proposal: IWAE = log p(x)
     assert "train/log_px" in row and "train/elbo" not in row
-    with pytest.raises(configlib.ConfigError, match="model.init"):
-        configlib.from_dict(tiny_run(tmp_path, model={"init": "ppca"}))
+    with pytest.raises(configlib.ConfigError, match="vae.init"):
+        configlib.from_dict(tiny_run(tmp_path, vae={"init": "ppca"}))
 
 
 def test_in_memory_training_writes_nothing(tmp_path, monkeypatch):
@@ -185,7 +186,7 @@ def test_in_memory_training_writes_nothing(tmp_path, monkeypatch):
     from vaekit.runs import Splits, as_image_set
     monkeypatch.chdir(tmp_path)
     x = np.random.default_rng(0).random((200, 16)).round()
-    cfg = configlib.from_dict({"model": {"latent": 2, "hidden": [8]}, "train": {"epochs": 2, "progress": False,
+    cfg = configlib.from_dict({"vae": {"latent": 2, "hidden": [8]}, "train": {"epochs": 2, "progress": False,
                                                                               "device": "cpu"}})
     trainer = Trainer(cfg, data=Splits(as_image_set(x, "x"), None, as_image_set(x[:50], "x_test")), save=False)
     assert trainer.fit() is None

@@ -17,33 +17,35 @@ from pathlib import Path
 
 from . import config as configlib
 
-# flag -> config key; each flag is sugar for --set key=value
+# flag -> config key; each flag is sugar for --set key=value. "family." stands for the section of the
+# chosen model family ([vae], [linear], ...): --latent 20 sets vae.latent for a VAE.
 CONFIG_FLAGS = {
     "--data": ("data.name", "data set: digits (embedded), mnist, fashion-mnist, npy"),
     "--data-dir": ("data.data_dir", "folder holding the IDX files of mnist / fashion-mnist"),
     "--data-path": ("data.path", "a .npy/.npz file of images (with --data npy)"),
     "--binarization": ("data.binarization", "dynamic | static | threshold | none"),
     "--num-valid": ("data.num_valid", "examples held out of train for validation"),
-    "--model": ("model.name", "model family (vae)"),
-    "--preset": ("model.preset", "architecture preset: examples (784-400-20 ReLU), burda (784-200-200-50 tanh)"),
-    "--hidden": ("model.hidden", "hidden layer sizes, comma separated, e.g. 200,200"),
-    "--latent": ("model.latent", "latent dimension"),
-    "--likelihood": ("model.likelihood", "bernoulli | gaussian"),
+    "--model": ("model.name", "model family: {families}"),
+    "--preset": ("family.preset", "architecture preset of the family, e.g. vae: examples (784-400-20 ReLU), "
+                                  "burda (784-200-200-50 tanh)"),
+    "--hidden": ("family.hidden", "hidden layer sizes, comma separated, e.g. 200,200"),
+    "--latent": ("family.latent", "latent dimension"),
+    "--likelihood": ("family.likelihood", "vae: bernoulli | gaussian"),
     "--epochs": ("train.epochs", "training epochs"),
     "--batch-size": ("train.batch_size", "training batch size"),
-    "--lr": ("train.lr", "Adam learning rate"),
+    "--lr": ("train.lr", "learning rate (of train.optimizer: adam | sgd)"),
     "--objective": ("train.objective", "elbo | iwae"),
     "--train-samples": ("train.num_samples", "importance samples per example in the objective"),
     "--seed": ("train.seed", "random seed"),
-    "--device": ("train.device", "auto | cpu | cuda"),
+    "--device": ("train.device", "auto | cpu | cuda | cuda:N"),
     "--threads": ("train.num_threads", "CPU threads (0: torch's default)"),
     "--num-samples": ("eval.num_samples", "importance samples for the test log-likelihood"),
     "--out": ("out", "run folder (default runs/<data>-<model>-<time>)"),
 }
 
 
-def _override(flag: str, value: str) -> str:
-    key = CONFIG_FLAGS[flag][0]
+def _override(flag: str, value: str, family: str) -> str:
+    key = CONFIG_FLAGS[flag][0].replace("family.", f"{family}.")
     if flag == "--hidden":
         value = "[" + value + "]"
     elif configlib.is_string_key(key):
@@ -53,34 +55,46 @@ def _override(flag: str, value: str) -> str:
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", help="TOML file with [data] [model] [train] [eval] tables")
+    from . import families
     for flag, (key, text) in CONFIG_FLAGS.items():
-        p.add_argument(flag, metavar="V", help=f"{text} ({key})")
+        p.add_argument(flag, metavar="V", help=f"{text.format(families=', '.join(families.names()))} ({key})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.lr_schedule=constant (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
 
 
+def _family_name(args: argparse.Namespace, base: dict) -> str:
+    """The model family the command line chooses: --model, else --set model.name=..., else the base."""
+    values = configlib.apply_overrides({"model": dict(base.get("model", {}))},
+                                       [o for o in args.set if o.strip().startswith("model.name")])
+    return args.model or values["model"].get("name", configlib.ModelConfig.name)
+
+
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> configlib.RunConfig:
-    overrides = [_override(flag, getattr(args, flag[2:].replace("-", "_")))
-                 for flag in CONFIG_FLAGS if getattr(args, flag[2:].replace("-", "_")) is not None]
+    base = configlib.read_toml(args.config) if base is None else base
+    family = _family_name(args, base)
+    given = [(flag, getattr(args, flag[2:].replace("-", "_"))) for flag in CONFIG_FLAGS]
+    overrides = [_override(flag, value, family) for flag, value in given if value is not None]
     overrides += args.set + (["train.progress=false"] if args.no_progress else [])
-    if base is None:
-        return configlib.load(args.config, overrides)
     return configlib.from_dict(configlib.apply_overrides(base, overrides))
 
 
 def cmd_train(args):
     """Train (or resume); returns the Trainer, whose model and data the caller may reuse."""
+    from .runs import configure_process
     from .train import Trainer
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.json").is_file():
             raise FileNotFoundError(f"--resume {str(run_dir)!r}: no config.json there")
-        cfg = config_from_args(args, json.loads((run_dir / "config.json").read_text()))
+        cfg = config_from_args(args, configlib.migrate(json.loads((run_dir / "config.json").read_text())))
+        configure_process(cfg.train)
         trainer = Trainer(cfg, run_dir, resume=True)
         configlib.save(cfg, run_dir / "config.json")
     else:
-        trainer = Trainer(config_from_args(args))
+        cfg = config_from_args(args)
+        configure_process(cfg.train)
+        trainer = Trainer(cfg)
     print(f"run folder: {trainer.run_dir}")
     trainer.fit()
     return trainer
@@ -93,7 +107,7 @@ def cmd_run(args) -> None:
     model = trainer.model.eval()
     print(format_result(evaluate_model(trainer.run_dir, trainer.cfg, model, trainer.data,
                                        progress=not args.no_progress)))
-    for path in pictures.draw(trainer.run_dir, model, trainer.data):
+    for path in pictures.draw(trainer.run_dir, model, trainer.data, trainer.family):
         print(f"wrote {path}")
 
 
@@ -108,9 +122,10 @@ def cmd_evaluate(args) -> None:
 
 def cmd_gap(args) -> None:
     from .gap import format_gap, gap_report
+    from .protocols import LatentVariableModel
     from .runs import load_run, prepare_data
     cfg, model = load_run(args.run, args.device)
-    if not hasattr(model, "posterior"):
+    if not isinstance(model, LatentVariableModel):
         raise ValueError(f"--gap: the gap log p(x) - ELBO needs a model with an approximate posterior q(z|x); "
                          f"a {cfg.model.name!r} model has none")
     test = prepare_data(cfg, next(model.parameters()).device).test
@@ -125,13 +140,14 @@ def cmd_gap(args) -> None:
 
 def picture_command(which: str):
     def cmd(args) -> None:
-        from . import pictures
+        from . import families, pictures
         from .runs import load_run, prepare_data
         cfg, model = load_run(args.run, args.device)
-        has_latent = "latent" in getattr(model, "pictures", pictures.LATENT_PICTURES)
-        extra = ("latent",) if which == "samples" and has_latent else ()
+        family = families.get(cfg.model.name)
+        extra = ("latent",) if which == "samples" and "latent" in family.pictures else ()
+        pictures.check(family, (which, *extra))  # before the data are loaded
         for path in pictures.draw(Path(args.run), model, prepare_data(cfg, next(model.parameters()).device),
-                                  which=(which, *extra)):
+                                  family, which=(which, *extra)):
             print(f"wrote {path}")
     return cmd
 

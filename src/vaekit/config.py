@@ -38,17 +38,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "vae"
-    preset: str | None = None  # fills the fields below; explicit keys still win
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
-    latent: int = 2  # latent dimension (vae, linear) or number of hidden units (rbm)
-    activation: str = "tanh"
-    likelihood: str = "bernoulli"  # bernoulli | gaussian (the linear model is always gaussian)
-    num_chains: int = 100  # rbm: persistent Gibbs chains (train.persistent)
-    # random | ppca (linear: closed-form maximum likelihood) | base_rate (rbm: visible biases at the data log-odds)
-    init: str = "random"
-    noise: str = "ppca"  # linear model: ppca (one sigma) | fa (diagonal) | none (direct generator, latent = D)
-    min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
+    name: str = "vae"  # the model family; its own settings live in the section named after it
 
 
 @dataclass
@@ -61,16 +51,11 @@ class TrainConfig:
     warmup_steps: int = 0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-4  # Burda et al. 2016
-    objective: str = "elbo"  # elbo | iwae
+    objective: str = "elbo"  # elbo | iwae (latent-variable models)
     optimizer: str = "adam"  # adam | sgd
     momentum: float = 0.9  # sgd
     weight_decay: float = 0.0  # L2 penalty on weight matrices (biases are not decayed)
-    cd_steps: int = 1  # rbm: Gibbs sweeps of CD-k / PCD-k
-    persistent: bool = False  # rbm: persistent chains (PCD, Tieleman 2008) instead of CD
-    # rbm: > 0 follows the centred gradient (Melchior, Fischer & Wiskott 2016), the offsets tracking the data
-    # means of v and p(h|v) as sliding averages at this rate (0.01 in the paper); 0 = the plain gradient
-    centering: float = 0.0
-    num_samples: int = 1  # importance samples per example in the objective
+    num_samples: int = 1  # importance samples per example in the objective (latent-variable models)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # 0 = torch's default
@@ -89,10 +74,11 @@ class EvalConfig:
     elbo_samples: int = 10  # samples for the reconstruction term of the test ELBO
     monitor_samples: int = 100  # each epoch: IWAE bound with this K on held-out data (0: off)
     monitor_examples: int = 1000  # ... on this many held-out examples
-    ais_betas: int = 10000  # rbm: inverse temperatures of annealed importance sampling
-    ais_runs: int = 100  # rbm: forward AIS runs
-    raise_examples: int = 500  # rbm: test points scored by RAISE, the conservative side of the bracket (0: off)
-    raise_betas: int = 10000  # rbm: inverse temperatures of each RAISE run
+    ais_betas: int = 10000  # inverse temperatures of annealed importance sampling (the RBM's log Z)
+    ais_runs: int = 100  # forward AIS runs
+    raise_examples: int = 500  # test points scored by RAISE, the conservative side of the bracket (0: off)
+    raise_betas: int = 10000  # inverse temperatures of each RAISE run
+    quality_samples: int = 10000  # generated images judged by sample-quality measures
     seed: int = 1234
 
 
@@ -103,14 +89,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str | None = None  # run folder; default runs/<data>-<model>-<time>
+    family: Any = None  # the section [<model.name>]: the dataclass its family registers
 
-
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    # pytorch/examples VAE: 784-400-20, ReLU
-    "examples": {"hidden": [400], "latent": 20, "activation": "relu"},
-    # Burda, Grosse & Salakhutdinov 2016, one stochastic layer: 784-200-200-50, tanh
-    "burda": {"hidden": [200, 200], "latent": 50, "activation": "tanh"},
-}
+    @property
+    def family_name(self) -> str:
+        return self.model.name
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:
@@ -150,22 +133,80 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
-def from_dict(values: dict[str, Any]) -> RunConfig:
-    """RunConfig from nested dicts (as read from TOML or a saved config.json), presets applied."""
+def _family(name: Any):
+    from . import families  # imported on use: reading a config loads the family's code, --help does not
+    if not isinstance(name, str) or name not in families.names():
+        raise ConfigError(f"model.name: unknown model family {name!r}; known: {families.names()}")
+    return families.get(name)
+
+
+def _family_section(family, values: dict[str, Any]) -> Any:
+    """The family's section with its preset (if any) under the explicit keys."""
     values = dict(values)
-    unknown = sorted(set(values) - set(SECTIONS) - {"out"})
-    if unknown:
-        raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(SECTIONS)} and 'out'")
-    model = dict(values.get("model", {}))
-    preset = model.get("preset")
+    preset = values.get("preset")
     if preset is not None:
-        if preset not in MODEL_PRESETS:
-            raise ConfigError(f"model.preset: unknown preset {preset!r}; known: {sorted(MODEL_PRESETS)}")
-        model = {**MODEL_PRESETS[preset], **model}
-    values["model"] = model
+        if preset not in family.presets:
+            raise ConfigError(f"{family.name}.preset: unknown preset {preset!r}; known: {sorted(family.presets)}")
+        values = {**family.presets[preset], **values}
+    return _section(family.config, values, family.name)
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    """RunConfig from nested dicts (as read from TOML or a saved config.json): the family named by
+    model.name supplies its section, its presets and its defaults for the shared sections."""
+    values = dict(values)
+    model = values.get("model", {})
+    if not isinstance(model, dict):
+        raise ConfigError(f"[model]: expected a table of keys, got {model!r}")
+    _refuse_moved_keys(values)
+    family = _family(model.get("name", ModelConfig.name))
+    unknown = sorted(set(values) - set(SECTIONS) - {"out", family.name})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; known: {sorted(SECTIONS)}, 'out' and the section "
+                          f"of model.name = {family.name!r}: [{family.name}]")
+    for name, defaults in family.defaults.items():
+        values[name] = {**defaults, **values.get(name, {})}
     sections = {k: _section(cls, values.get(k, {}), k) for k, cls in SECTIONS.items()}
     out = _check_type(values.get("out"), str | None, "out")
-    return validate(RunConfig(**sections, out=out))
+    section = _family_section(family, values.get(family.name, {}))
+    return validate(RunConfig(**sections, out=out, family=section))
+
+
+# keys that lived in [model] / [train] before each family had its own section
+MOVED = {"model": ("preset", "hidden", "latent", "activation", "likelihood", "num_chains", "init", "noise",
+                   "min_scale"),
+         "train": ("cd_steps", "persistent", "centering")}
+LEGACY_RENAMES = {"rbm": {"latent": "num_hidden"}}
+
+
+def _refuse_moved_keys(values: dict[str, Any]) -> None:
+    for section, keys in MOVED.items():
+        moved = sorted(set(values.get(section) or {}) & set(keys))
+        if moved:
+            raise ConfigError(f"{', '.join(f'{section}.{k}' for k in moved)}: each model family now has its own "
+                              "section, named after model.name: e.g. [vae] latent / hidden / preset, [rbm] "
+                              "num_hidden / cd_steps / persistent, [linear] noise / init")
+
+
+def migrate(values: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before families had sections (every model key in [model], the RBM's training
+    keys in [train]) rewritten into the family's section; a current config is returned as it is."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    model, train = values.get("model", {}), values.get("train", {})
+    if not set(model) - {"name"} and not set(train) & set(MOVED["train"]):
+        return values
+    name = model.get("name", ModelConfig.name)
+    known = {f.name for f in dataclasses.fields(_family(name).config)}
+    renames = LEGACY_RENAMES.get(name, {})
+    section = values.setdefault(name, {})
+    for key in [*MOVED["model"], *MOVED["train"]]:
+        source = model if key in MOVED["model"] else train
+        if key in source:
+            value = source.pop(key)
+            target = renames.get(key, key)
+            if target in known and not (key == "preset" and value is None):
+                section[target] = value
+    return values
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -196,28 +237,36 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple) -> dic
 def is_string_key(key: str) -> bool:
     """Whether `section.key` holds a string: a command-line value for it is never read as TOML."""
     *section, name = key.split(".")
-    cls = SECTIONS[section[0]] if section else RunConfig
+    cls = (SECTIONS.get(section[0]) or _family(section[0]).config) if section else RunConfig
     hint = typing.get_type_hints(cls).get(name)
     return hint is str or str in typing.get_args(hint)
 
 
+def read_toml(path: str | Path | None) -> dict[str, Any]:
+    """The nested dict of a TOML config file ({} for None)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
 def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> RunConfig:
     """Read a TOML file (optional) and apply `section.key=value` overrides; validate the result."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path, "rb") as f:
-            try:
-                values = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
-    return from_dict(apply_overrides(values, overrides))
+    return from_dict(apply_overrides(read_toml(path), overrides))
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Nested dicts with the family's section under its name, as from_dict reads them."""
+    values = {k: dataclasses.asdict(getattr(config, k)) for k in SECTIONS}
+    values[config.model.name] = dataclasses.asdict(config.family)
+    values["out"] = config.out
+    return values
 
 
 def save(config: RunConfig, path: str | Path) -> None:
@@ -225,10 +274,11 @@ def save(config: RunConfig, path: str | Path) -> None:
 
 
 def load_json(path: str | Path) -> RunConfig:
-    return from_dict(json.loads(Path(path).read_text()))
+    """A saved config (config.json); configs of older vaekit versions are migrated."""
+    return from_dict(migrate(json.loads(Path(path).read_text())))
 
 
-def _choice(value: str, allowed: typing.Iterable[str], key: str) -> None:
+def check_choice(value: str, allowed: typing.Iterable[str], key: str) -> None:
     allowed = sorted(allowed)
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
@@ -239,35 +289,24 @@ def _positive(value: float, key: str) -> None:
         raise ConfigError(f"{key}: expected a positive number, got {value!r}")
 
 
+def check_positive(section: Any, prefix: str, names: typing.Iterable[str]) -> None:
+    """Each named field of a section (a number or a list of numbers) is > 0."""
+    for name in names:
+        value = getattr(section, name)
+        for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            _positive(v, f"{prefix}.{name}" + ("" if i is None else f"[{i}]"))
+
+
 def validate(config: RunConfig) -> RunConfig:
-    """Value checks that types alone cannot express."""
-    d, m, t, e = config.data, config.model, config.train, config.eval
-    _choice(d.binarization, ("dynamic", "static", "threshold", "none"), "data.binarization")
-    _choice(m.likelihood, ("bernoulli", "gaussian"), "model.likelihood")
-    _choice(m.noise, ("ppca", "fa", "none"), "model.noise")
-    _choice(m.init, ("random", "ppca", "base_rate"), "model.init")
-    if m.init == "ppca" and (m.name != "linear" or m.noise != "ppca"):
-        raise ConfigError("model.init: 'ppca' is the closed-form fit of the linear model with model.noise = 'ppca'")
-    if m.init == "base_rate" and m.name != "rbm":
-        raise ConfigError("model.init: 'base_rate' sets an RBM's visible biases; model.name is not 'rbm'")
-    if m.name == "linear" and m.likelihood != "gaussian":
-        raise ConfigError("model.likelihood: the linear-Gaussian model has a Gaussian likelihood; "
-                          "set model.likelihood = 'gaussian' (and usually data.binarization = 'none')")
-    _choice(t.lr_schedule, ("constant", "cosine", "linear"), "train.lr_schedule")
-    _choice(t.objective, ("elbo", "iwae"), "train.objective")
-    _choice(t.optimizer, ("adam", "sgd"), "train.optimizer")
-    for key, value in [("model.latent", m.latent), ("model.min_scale", m.min_scale),
-                       ("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.lr", t.lr),
-                       ("train.num_samples", t.num_samples), ("train.checkpoint_every", t.checkpoint_every),
-                       ("eval.num_samples", e.num_samples), ("eval.batch_size", e.batch_size),
-                       ("eval.chunk_size", e.chunk_size), ("eval.elbo_samples", e.elbo_samples),
-                       ("model.num_chains", m.num_chains), ("train.cd_steps", t.cd_steps),
-                       ("eval.ais_runs", e.ais_runs)]:
-        _positive(value, key)
-    for i, h in enumerate(m.hidden):
-        _positive(h, f"model.hidden[{i}]")
-    for i, k in enumerate(e.iwae_samples):
-        _positive(k, f"eval.iwae_samples[{i}]")
+    """Value checks that types alone cannot express; the family's section checks itself."""
+    d, t, e = config.data, config.train, config.eval
+    check_choice(d.binarization, ("dynamic", "static", "threshold", "none"), "data.binarization")
+    check_choice(t.lr_schedule, ("constant", "cosine", "linear"), "train.lr_schedule")
+    check_choice(t.objective, ("elbo", "iwae"), "train.objective")
+    check_choice(t.optimizer, ("adam", "sgd"), "train.optimizer")
+    check_positive(t, "train", ("epochs", "batch_size", "lr", "num_samples", "checkpoint_every"))
+    check_positive(e, "eval", ("num_samples", "batch_size", "chunk_size", "elbo_samples", "ais_runs",
+                               "iwae_samples", "quality_samples"))
     if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if not 0 < t.lr_final_factor <= 1:
@@ -277,10 +316,6 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"{key}: expected at least 2 inverse temperatures, got {value}")
     if e.raise_examples < 0:
         raise ConfigError(f"eval.raise_examples: expected a count >= 0, got {e.raise_examples}")
-    if not 0 <= t.centering <= 1:
-        raise ConfigError(f"train.centering: expected an offset update rate in [0, 1], got {t.centering}")
-    if t.centering and m.name != "rbm":
-        raise ConfigError("train.centering: the centred gradient is for RBMs; model.name is not 'rbm'")
     if t.momentum < 0 or t.weight_decay < 0:
         raise ConfigError("train.momentum and train.weight_decay must be >= 0")
     if e.monitor_samples < 0 or e.monitor_examples < 0:
@@ -288,4 +323,6 @@ def validate(config: RunConfig) -> RunConfig:
     if d.num_valid < 0 or t.warmup_steps < 0 or t.num_threads < 0 or t.time_limit_minutes < 0:
         raise ConfigError("data.num_valid, train.warmup_steps, train.num_threads and train.time_limit_minutes "
                           "must be >= 0")
+    if hasattr(config.family, "validate"):
+        config.family.validate()
     return config

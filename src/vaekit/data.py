@@ -128,6 +128,23 @@ class ImageSet:
         return self.x.shape[0]
 
 
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model builder needs to know of its data: num_dims D, image_shape (C, H, W) with
+    C*H*W == D (1 x 1 x D for data without image structure), and whether the values the model sees
+    are binary (0/1) or grey levels."""
+
+    num_dims: int
+    image_shape: tuple[int, int, int]
+    binary: bool
+
+    @classmethod
+    def of(cls, data: ImageSet, binarization: str) -> "DataSpec":
+        """The spec of a training set as a model sees it: binarised draws, or the values themselves."""
+        binary = binarization != "none" or is_binary(data.x)
+        return cls(data.x.shape[1], tuple(data.image_shape), binary)
+
+
 def _to_unit_float(images: np.ndarray) -> torch.Tensor:
     """[N, ...] uint8 or [0, 1] float array -> [N, D] contiguous float32 tensor in [0, 1]."""
     flat = images.reshape(len(images), -1)

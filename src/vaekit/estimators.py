@@ -19,16 +19,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 
 from . import config as configlib
-from .models.rbm import EXACT_UNITS, ais, ais_schedule, base_rate_bias
-from .runs import Splits, as_image_set, seeded_stream
+from .annealing import EXACT_UNITS, best_log_partition, log_partition
+from .models.rbm import base_rate_bias
+from .runs import Splits, as_image_set, configure_process, seeded_stream
 from .train import Trainer
 
 # config key -> estimator parameter, so that errors name what the user passed
-PARAMETERS = {"model.latent": "n_components", "train.lr": "learning_rate", "train.batch_size": "batch_size",
-              "train.epochs": "n_iter", "train.cd_steps": "cd_steps", "model.num_chains": "n_chains",
-              "train.centering": "centering", "train.momentum": "momentum", "train.weight_decay": "weight_decay",
+PARAMETERS = {"rbm.num_hidden": "n_components", "train.lr": "learning_rate", "train.batch_size": "batch_size",
+              "train.epochs": "n_iter", "rbm.cd_steps": "cd_steps", "rbm.num_chains": "n_chains",
+              "rbm.centering": "centering", "train.momentum": "momentum", "train.weight_decay": "weight_decay",
               "eval.ais_betas": "ais_betas", "eval.ais_runs": "ais_runs", "train.device": "device",
-              "train.persistent": "persistent", "train.seed": "random_state"}
+              "rbm.persistent": "persistent", "train.seed": "random_state"}
 
 
 class BernoulliRBM(TransformerMixin, BaseEstimator):
@@ -58,12 +59,12 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     def _config(self) -> configlib.RunConfig:
         seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
         values = {"data": {"name": "npy", "binarization": "none", "allow_nonbinary_bernoulli": True},
-                  "model": {"name": "rbm", "latent": self.n_components, "num_chains": self.n_chains,
-                            "init": "base_rate"},
+                  "model": {"name": "rbm"},
+                  "rbm": {"num_hidden": self.n_components, "num_chains": self.n_chains, "init": "base_rate",
+                          "cd_steps": self.cd_steps, "persistent": self.persistent, "centering": self.centering},
                   "train": {"epochs": self.n_iter, "batch_size": self.batch_size, "lr": self.learning_rate,
                             "lr_schedule": "constant", "optimizer": "sgd", "momentum": self.momentum,
-                            "weight_decay": self.weight_decay, "cd_steps": self.cd_steps,
-                            "persistent": self.persistent, "centering": self.centering, "seed": seed,
+                            "weight_decay": self.weight_decay, "seed": seed,
                             "device": self.device, "progress": bool(self.verbose)},
                   "eval": {"ais_betas": self.ais_betas, "ais_runs": self.ais_runs}}
         try:
@@ -77,6 +78,7 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
     def _start(self, X) -> torch.Tensor:
         """A fresh model and trainer whose training data is X; returns X as a tensor."""
         cfg = self._config()
+        configure_process(cfg.train)
         data = as_image_set(X, "X", self.device if self.device != "auto" else "cpu")
         self.trainer_ = Trainer(cfg, data=Splits(data, None, None), save=False)
         self.n_features_in_ = data.x.shape[1]
@@ -137,15 +139,12 @@ class BernoulliRBM(TransformerMixin, BaseEstimator):
         forward AIS from the base-rate RBM of the training data (Salakhutdinov & Murray 2008). Cached
         until the next partial_fit."""
         if self._log_z is None:
-            model = self.model_
-            if min(model.num_visible, model.num_hidden) <= self.exact_units:
-                self._log_z = (float(model.log_partition_exact()), 0.0)
-            else:
-                cfg = self.trainer_.cfg.eval
-                with seeded_stream(cfg.seed, self.trainer_.device):
-                    result = ais(model, base_rate_bias(self.trainer_.data.train.x), ais_schedule(cfg.ais_betas),
-                                 num_runs=cfg.ais_runs)
-                self._log_z = (result["log_z"], result["stderr"])
+            cfg = self.trainer_.cfg.eval
+            with seeded_stream(cfg.seed, self.trainer_.device):
+                results = log_partition(self.model_, base_rate_bias(self.trainer_.data.train.x), cfg.ais_betas,
+                                        cfg.ais_runs, exact_units=self.exact_units)
+            best = best_log_partition(results)
+            self._log_z = (best.value, best.stderr)
         return self._log_z
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from .evaluate import log_likelihood
 from .objectives import elbo_analytic_kl, elbo_entropy, iwae_bound, standard_error
+from .protocols import ExactDensity
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda, Grosse & Salakhutdinov 2016, section 5.2
 
@@ -79,7 +80,7 @@ def gap_report(model, x: torch.Tensor, num_samples: int = 1000, iwae_samples=(1,
     prior, q = model.prior(), model.posterior(x)
     halves = elbo_entropy(x, q, prior, model.likelihood, elbo_samples) - q.entropy()  # E_q[log p(x,z)] terms
     elbo = _elbo(model, x, q, elbo_samples)
-    exact = model if hasattr(model, "log_prob") else getattr(model, "as_linear_gaussian", lambda: None)()
+    exact = model if isinstance(model, ExactDensity) else getattr(model, "as_linear_gaussian", lambda: None)()
     estimator = "given" if log_px is not None else "exact" if exact is not None else f"IS, K={num_samples}"
     if log_px is None:
         log_px = exact.log_prob(x) if exact is not None else \

@@ -87,7 +87,7 @@ def training_curves(run_dir: Path, path: Path) -> Path:
 
 
 def _latent(run_dir: Path, model, data: Splits) -> list[Path]:
-    if getattr(model, "latent", None) != 2:
+    if model.prior().event_shape != (2,):
         return []  # a manifold and a scatter need a 2-D latent space
     return [*latent_space(model, data.test, run_dir / "pictures/latent_manifold.png",
                           run_dir / "pictures/latent_scatter.png"),
@@ -125,26 +125,53 @@ def filters(model, image_shape, path: Path, num_filters: int = 100) -> Path:
                                  scale=_scale(image_shape))
 
 
-# name -> fn(run_dir, model, data) -> written paths
+@torch.no_grad()
+def prior_interpolations(model, image_shape, path: Path, num_pairs: int = 8, num_steps: int = 10,
+                         seed: int = 0) -> Path:
+    """Decoded straight lines between pairs of latents drawn from the prior: for generators without
+    an encoder. Seeded, on its own stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = model.prior().sample((2 * num_pairs,))
+    z0, z1 = z[0::2], z[1::2]
+    t = torch.linspace(0, 1, num_steps, device=z.device)[None, :, None]  # [1, S, 1]
+    path_z = (1 - t) * z0[:, None] + t * z1[:, None]  # [P, S, L]
+    images = model.decode_mean(path_z.reshape(-1, z.shape[1])).reshape(num_pairs, num_steps, -1)
+    return plots.plot_interpolation(images.clamp(0, 1).cpu(), path, scale=_scale(image_shape),
+                                    image_shape=tuple(image_shape))
+
+
+# name -> fn(run_dir, model, data) -> written paths; each family names the ones it draws
 PICTURES = {
     "samples": lambda run, m, d: [samples(m, d.test.image_shape, run / "pictures/samples.png")],
     "reconstructions": lambda run, m, d: [reconstructions(m, d.test.x, d.test.image_shape,
                                                           run / "pictures/reconstructions.png")],
     "interpolations": lambda run, m, d: [interpolations(m, d.test.x, d.test.image_shape,
                                                         run / "pictures/interpolations.png")],
+    "prior_interpolations": lambda run, m, d: [prior_interpolations(m, d.test.image_shape,
+                                                                    run / "pictures/interpolations.png")],
     "latent": _latent,
     "curves": _curves,
     "chain": lambda run, m, d: [gibbs_chain(m, d.test.x, d.test.image_shape, run / "pictures/gibbs_chain.png")],
     "filters": lambda run, m, d: [filters(m, d.test.image_shape, run / "pictures/filters.png")],
 }
-LATENT_PICTURES = ("samples", "reconstructions", "interpolations", "latent", "curves")
 
 
-def draw(run_dir: str | Path, model, data: Splits, which: tuple[str, ...] | None = None) -> list[Path]:
-    """Write the chosen pictures of a run into <run>/pictures/ (default: all the model's kind has);
+def pick(*names: str, **renamed: str) -> dict:
+    """A family's pictures from PICTURES: pick("samples", "curves", interpolations="prior_interpolations")."""
+    return {**{n: PICTURES[n] for n in names}, **{n: PICTURES[source] for n, source in renamed.items()}}
+
+
+def check(family, which: tuple[str, ...]) -> None:
+    """Refuse, saying why, a picture the family does not draw."""
+    for name in which:
+        if name not in family.pictures:
+            why = family.no_pictures.get(name, f"the {family.name!r} family does not draw it")
+            raise ValueError(f"{name}: {why}; it draws {', '.join(family.pictures) or 'no pictures'}")
+
+
+def draw(run_dir: str | Path, model, data: Splits, family, which: tuple[str, ...] | None = None) -> list[Path]:
+    """Write the chosen pictures of a run into <run>/pictures/ (default: all its family draws);
     returns their paths."""
-    available = getattr(model, "pictures", LATENT_PICTURES)
-    missing = [name for name in which or () if name not in available]
-    if missing:
-        raise ValueError(f"{', '.join(missing)}: not drawn for a {type(model).__name__}; it has {', '.join(available)}")
-    return [path for name in which or available for path in PICTURES[name](Path(run_dir), model, data)]
+    check(family, which or ())
+    return [path for name in which or family.pictures for path in family.pictures[name](Path(run_dir), model, data)]

@@ -15,8 +15,8 @@ import torch
 
 from . import checkpoint
 from . import config as configlib
-from .data import ImageSet, binarize, is_binary, load_dataset, split_validation
-from .models import build_model
+from . import families
+from .data import DataSpec, ImageSet, binarize, is_binary, load_dataset, split_validation
 
 # Held-out data is binarised once with this seed, whatever the training seed, so every model in
 # vaekit is scored on the same binary test set (the protocol of the published MNIST likelihoods).
@@ -29,6 +29,17 @@ class Splits:
     train: ImageSet  # kept in [0, 1]: the training Loader binarises it
     valid: ImageSet | None  # binarised once (see HELD_OUT_SEED)
     test: ImageSet | None  # binarised once; None for in-memory training without held-out data
+
+
+def configure_process(cfg: configlib.TrainConfig) -> None:
+    """Process-wide settings, made once by the CLI and the library entry points (never by a Trainer,
+    which may live inside a user's program): the thread count and the denormal flush."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    # Adam's second moments underflow into denormals after an epoch or so; on x86 CPUs arithmetic on
+    # them is >10x slower. Flushing them to zero changes nothing measurable in the result. The flag
+    # is per thread and worker threads copy it when they start: set it before any parallel work.
+    torch.set_flush_denormal(True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,9 +63,11 @@ def seeded_stream(seed: int, device: torch.device | str):
 
 
 def binarize_held_out(data: ImageSet, mode: str) -> ImageSet:
-    """One fixed binarisation of a validation or test set (seed HELD_OUT_SEED)."""
-    generator = torch.Generator(device=data.x.device).manual_seed(HELD_OUT_SEED)
-    x = binarize(data.x, HELD_OUT_BINARIZATION[mode], generator)
+    """One fixed binarisation of a validation or test set (seed HELD_OUT_SEED), drawn on the CPU
+    whatever device the data sit on: a CUDA generator is another random stream, and every device must
+    score the same binary test set."""
+    generator = torch.Generator().manual_seed(HELD_OUT_SEED)
+    x = binarize(data.x.cpu(), HELD_OUT_BINARIZATION[mode], generator).to(data.x.device)
     return ImageSet(x, data.y, data.image_shape, data.name)
 
 
@@ -63,12 +76,13 @@ def prepare_data(cfg: configlib.RunConfig, device: torch.device | str = "cpu") -
     d = cfg.data
     sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path)
     train, test = sets["train"], sets["test"]
-    if cfg.model.likelihood == "bernoulli" and d.binarization == "none" and not d.allow_nonbinary_bernoulli \
-            and not is_binary(train.x):
+    binary_model = families.get(cfg.model.name).binary_data(cfg.family)
+    if binary_model and d.binarization == "none" and not d.allow_nonbinary_bernoulli and not is_binary(train.x):
         raise ValueError(
-            f"data {d.name!r} has grey levels but model.likelihood is 'bernoulli' and data.binarization is "
-            "'none': binarise it (data.binarization=dynamic|static|threshold), use model.likelihood=gaussian, "
-            "or set data.allow_nonbinary_bernoulli=true to fit a Bernoulli to grey levels on purpose")
+            f"data {d.name!r} has grey levels but the {cfg.model.name!r} model's likelihood is for binary data "
+            "and data.binarization is 'none': binarise it (data.binarization=dynamic|static|threshold), "
+            "choose a likelihood for grey levels (e.g. vae.likelihood=gaussian), or set "
+            "data.allow_nonbinary_bernoulli=true to fit a Bernoulli to grey levels on purpose")
     valid = None
     if d.num_valid > 0:
         train, valid = split_validation(train, d.num_valid, seed=HELD_OUT_SEED)
@@ -92,7 +106,7 @@ def as_image_set(x, name: str, device: torch.device | str = "cpu") -> ImageSet:
 
 
 def default_run_dir(cfg: configlib.RunConfig) -> Path:
-    preset = cfg.model.preset or cfg.model.name
+    preset = getattr(cfg.family, "preset", None) or cfg.model.name
     return Path("runs") / f"{cfg.data.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -104,6 +118,9 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[configlib.RunCo
     cfg = configlib.load_json(run_dir / "config.json")
     dev = resolve_device(device)
     groups, meta = checkpoint.load(run_dir, device=dev)
-    model = build_model(cfg.model, meta["data_dim"]).to(dev)
+    # checkpoints written before the data spec existed: binary unless the data were kept as grey levels
+    spec = DataSpec(meta["data_dim"], tuple(meta["image_shape"]),
+                    meta.get("binary", cfg.data.binarization != "none"))
+    model = families.get(cfg.model.name).build(cfg.family, spec).to(dev)
     model.load_state_dict(groups["model"])
     return cfg, model.eval()

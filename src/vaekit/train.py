@@ -1,7 +1,9 @@
-"""One training loop for every model family, with a step function per family.
+"""One training loop for every model family.
 
-A step function takes (model, x [B, D], train config) and returns the per-example training bound
-[B] (the value logged, higher is better); the loop minimises its negative mean with Adam.
+A family's step (vaekit.families) receives a StepState (the model, one optimizer per player, the
+config, the number of updates so far) and a batch, makes its own updates, and returns named per-batch
+metrics; the loop does the rest for every family: epochs, batches, learning-rate schedules, logging,
+held-out monitoring, checkpoints, the stop on a non-finite loss, resume, progress.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,11 +20,8 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from . import config as configlib
-from .data import Loader
-from .gap import ACTIVE_UNIT_THRESHOLD
-from .models import LinearGaussian, build_model
-from .models.rbm import base_rate_bias, centre_gradients, update_offsets
-from .objectives import iwae_bound
+from . import families
+from .data import DataSpec, Loader
 from .runs import Splits, default_run_dir, prepare_data, resolve_device, seeded_stream
 
 
@@ -29,44 +29,46 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def vae_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor:
-    """The ELBO with analytic KL, or the IWAE bound L_K, per example [B]."""
-    if cfg.objective == "iwae":
-        return iwae_bound(model.log_weights(x, cfg.num_samples))
-    return model.elbo(x, cfg.num_samples)
+@dataclass
+class StepState:
+    """What a family's step works with: the model, its optimizers by player name, the run's config
+    and the number of loop steps done so far."""
+
+    model: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    cfg: configlib.RunConfig
+    step: int = 0
+    compiled: dict = field(default_factory=dict)
+
+    def maybe_compile(self, fn: Callable) -> Callable:
+        """fn, torch.compile'd once when train.compile asks for it."""
+        if not self.cfg.train.compile:
+            return fn
+        if fn not in self.compiled:
+            self.compiled[fn] = torch.compile(fn, dynamic=False)
+        return self.compiled[fn]
 
 
-def linear_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor:
-    """The exact log-likelihood log N(x; mu, L L^T + Psi): gradient ascent on log p itself. [B]."""
-    return model.log_prob(x)
+def minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, name: str = "loss",
+             precondition: Callable[[], None] | None = None) -> None:
+    """One gradient step on a scalar loss; a non-finite loss stops training before it touches the
+    parameters. `precondition` may rewrite the gradients between backward() and the step."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"non-finite {name} {float(loss.detach())}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if precondition is not None:
+        precondition()
+    optimizer.step()
 
 
-linear_step.bound_name = "log_px"  # what the logged training value is; the VAE step logs its objective
-
-
-def rbm_step(model, x: torch.Tensor, cfg: configlib.TrainConfig) -> torch.Tensor:
-    """CD-k (Hinton 2002) or PCD-k (Tieleman 2008): per example -F(x) + mean F(v-), v- the negative
-    samples after cfg.cd_steps Gibbs sweeps from the data or the persistent chains. Its gradient is the
-    contrastive-divergence estimate of d log p(x); its value is the free-energy gap, not a bound. With
-    cfg.centering > 0 the offsets move first and `rbm_step.precondition` centres the gradient. [B]."""
-    if cfg.centering:
-        update_offsets(model, x, cfg.centering)
-    start = model.persistent_chains(x) if cfg.persistent else x
-    negative = model.gibbs(start, cfg.cd_steps)
-    if cfg.persistent:
-        model.chains.copy_(negative)
-    return -model.free_energy(x) + model.free_energy(negative).mean()
-
-
-def rbm_precondition(model, cfg: configlib.TrainConfig) -> None:
-    if cfg.centering:
-        centre_gradients(model)
-
-
-rbm_step.bound_name = "free_energy_gap"
-rbm_step.precondition = rbm_precondition  # called between backward() and the optimizer step
-
-STEPS: dict[str, Callable[..., torch.Tensor]] = {"vae": vae_step, "linear": linear_step, "rbm": rbm_step}
+def ascend(state: StepState, objective: Callable, x: torch.Tensor, name: str,
+           precondition: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
+    """The single-loss step: maximise the per-example objective(model, x, cfg) [B] by one step of the
+    model's optimizer; the logged metric is the objective itself (a bound, log p, ...), not its negative."""
+    value = state.maybe_compile(objective)(state.model, x, state.cfg)
+    minimise(-value.mean(), state.optimizers["model"], f"train/{name}", precondition)
+    return {name: value.detach().mean()}
 
 
 def lr_factor(cfg: configlib.TrainConfig, step: int, total_steps: int) -> float:
@@ -94,44 +96,6 @@ def make_optimizer(model: torch.nn.Module, cfg: configlib.TrainConfig, device: t
     return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=fused)
 
 
-@torch.no_grad()
-def rbm_terms(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, float]:
-    """Cheap held-out terms of an RBM: mean free energy, and the squared error of a one-sweep
-    mean-field reconstruction p(v|h ~ p(h|v))."""
-    free_energy = error = 0.0
-    for xb in x.split(cfg.batch_size):
-        free_energy += float(model.free_energy(xb).sum())
-        error += float((model.visible_given_hidden(model.hidden_given_visible(xb).sample()).mean - xb).pow(2).sum())
-    return {"free_energy": free_energy / x.shape[0], "reconstruction_error": error / x.shape[0]}
-
-
-@torch.no_grad()
-def held_out_terms(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, float]:
-    """The cheap gap terms on a held-out set [N, D]: mean ELBO (analytic KL, one sample), its KL term,
-    the number of active latent units (Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01), and on the first
-    cfg.monitor_examples points the IWAE bound with K = cfg.monitor_samples (and the exact log p(x)
-    where the model has one): the gap as it evolves."""
-    model.eval()
-    elbo = kl = 0.0
-    means = []
-    for xb in x.split(cfg.batch_size):
-        reconstruction, kl_b = model.elbo_terms(xb)
-        elbo += float((reconstruction - kl_b).sum())
-        kl += float(kl_b.sum())
-        means.append(model.encode_mean(xb))
-    terms = {"elbo": elbo / x.shape[0], "kl": kl / x.shape[0],
-             "active_units": int((torch.cat(means).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum())}
-    subset = x[:cfg.monitor_examples]
-    if cfg.monitor_samples and subset.shape[0]:
-        k = cfg.monitor_samples
-        bound = sum(float(iwae_bound(model.log_weights(xb, k)).sum()) for xb in subset.split(cfg.batch_size))
-        terms[f"iwae{k}"] = bound / subset.shape[0]
-        if hasattr(model, "log_prob"):
-            terms["log_px"] = float(model.log_prob(subset).mean())
-    model.train()
-    return terms
-
-
 def rng_tensors(loader: Loader) -> dict[str, torch.Tensor]:
     states = {"torch": torch.get_rng_state(), **{f"loader.{k}": v for k, v in loader.state_dict().items()}}
     if torch.cuda.is_available():
@@ -146,102 +110,107 @@ def restore_rng(states: dict[str, torch.Tensor], loader: Loader) -> None:
     loader.load_state_dict({k[len("loader."):]: v.cpu() for k, v in states.items() if k.startswith("loader.")})
 
 
-# per family: the terms logged on held-out data each epoch (default: the latent-variable gap terms)
-MONITORS: dict[str, Callable[..., dict[str, float]]] = {"rbm": rbm_terms}
+
+def _metric_sums(totals: dict, counts: dict, metrics: dict[str, torch.Tensor], n: int) -> None:
+    """Accumulate per-batch means weighted by the batch size, on the metrics' device (no sync)."""
+    for name, value in metrics.items():
+        totals[name] = totals.get(name, 0.0) + value.detach() * n
+        counts[name] = counts.get(name, 0) + n
 
 
 class Trainer:
-    """Holds the state of one run; `fit()` runs the loop from wherever the run folder left off."""
+    """Holds the state of one run; `fit()` runs the loop from wherever the run folder left off.
+
+    Process-wide settings (threads, denormal flush) are made by vaekit.runs.configure_process, which
+    the CLI and the library entry points call; the Trainer draws its model's initial weights on a
+    stream seeded by train.seed and leaves the global one alone."""
 
     def __init__(self, cfg: configlib.RunConfig, run_dir: str | Path | None = None, resume: bool = False,
                  data: Splits | None = None, save: bool = True):
         """data: in-memory splits instead of the data set cfg.data names (arrays: runs.as_image_set);
         save=False keeps everything in memory: no run folder, checkpoints or metrics file (`history`)."""
         self.cfg, t = cfg, cfg.train
+        self.family = families.get(cfg.model.name)
         self.save, self.history = save, []
         self.run_dir = Path(run_dir or cfg.out or default_run_dir(cfg)) if save else None
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
-        # Adam's second moments underflow into denormals after an epoch or so; on x86 CPUs arithmetic on
-        # them is >10x slower. Flushing them to zero changes nothing measurable in the result. The flag
-        # is per thread and worker threads copy it when they start: set it before any parallel work.
-        torch.set_flush_denormal(True)
-        torch.manual_seed(t.seed)
         self.device = resolve_device(t.device)
         self.data = prepare_data(cfg, self.device) if data is None else data
         self.loader = Loader(self.data.train, t.batch_size, binarization=cfg.data.binarization,
                              shuffle=True, seed=t.seed, drop_last=False)
-        self.model = build_model(cfg.model, self.data.train.x.shape[1]).to(self.device)
-        if cfg.model.init == "ppca":
-            fitted = LinearGaussian.fit_ppca(self.data.train.x, cfg.model.latent, cfg.model.min_scale)
-            self.model.load_state_dict(fitted.state_dict())
-        elif cfg.model.init == "base_rate":  # Hinton 2010, "A practical guide to training RBMs", section 8
-            with torch.no_grad():
-                self.model.visible_bias.copy_(base_rate_bias(self.data.train.x))
-                self.model.visible_offset.copy_(self.data.train.x.float().mean(0))
-        self.step_fn = STEPS[cfg.model.name]
-        self.bound_name = getattr(self.step_fn, "bound_name", t.objective)
-        self.precondition = getattr(self.step_fn, "precondition", None)
-        if t.compile:
-            self.step_fn = torch.compile(self.step_fn, dynamic=False)
-        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.spec = DataSpec.of(self.data.train, cfg.data.binarization)
+        with seeded_stream(t.seed, "cpu"):  # the initial weights depend on the seed alone
+            self.model = self.family.build(cfg.family, self.spec).to(self.device)
+        if self.family.init is not None:
+            self.family.init(self.model, self.data, cfg.family)
+        self.optimizers = {name: make_optimizer(module, t, self.device)
+                           for name, module in self.family.players(self.model).items()}
         self.total_steps = t.epochs * len(self.loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(t, step, self.total_steps))
-        self.epoch, self.step = 0, 0
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(t, step, self.total_steps)) for name, opt in self.optimizers.items()}
+        self.state = StepState(self.model, self.optimizers, cfg)
+        self.epoch = 0
         if resume:
             self.load_checkpoint()
         elif save:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             configlib.save(cfg, self.run_dir / "config.json")
 
+    @property
+    def step(self) -> int:
+        return self.state.step
+
     def save_checkpoint(self) -> None:
-        opt_tensors, opt_meta = checkpoint.optimizer_tensors(self.optimizer.state_dict())
-        meta = {"epoch": self.epoch, "step": self.step, "data_dim": self.data.train.x.shape[1],
-                "image_shape": list(self.data.train.image_shape), "optimizer": opt_meta,
-                "scheduler": self.scheduler.state_dict(), "config": configlib.to_dict(self.cfg)}
-        tensors = {"model": self.model.state_dict(), "optimizer": opt_tensors, "rng": rng_tensors(self.loader)}
+        tensors = {"model": self.model.state_dict(), "rng": rng_tensors(self.loader)}
+        optimizers = {}
+        for name, optimizer in self.optimizers.items():
+            tensors[f"optimizer.{name}"], optimizers[name] = checkpoint.optimizer_tensors(optimizer.state_dict())
+        meta = {"epoch": self.epoch, "step": self.step, "family": self.family.name,
+                "data_dim": self.spec.num_dims, "image_shape": list(self.spec.image_shape),
+                "binary": self.spec.binary, "optimizers": optimizers,
+                "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
+                "config": configlib.to_dict(self.cfg)}
         checkpoint.save(self.run_dir, tensors, meta)
 
     def load_checkpoint(self) -> None:
         groups, meta = checkpoint.load(self.run_dir, device=self.device)
         self.model.load_state_dict(groups["model"])
-        self.optimizer.load_state_dict(checkpoint.optimizer_state(groups.get("optimizer", {}), meta["optimizer"]))
-        self.scheduler.load_state_dict(meta["scheduler"])
+        if "optimizers" not in meta:  # written before families had several players: one optimizer
+            groups["optimizer.model"] = groups.pop("optimizer", {})
+            meta["optimizers"], meta["schedulers"] = {"model": meta["optimizer"]}, {"model": meta["scheduler"]}
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint.optimizer_state(groups.get(f"optimizer.{name}", {}),
+                                                                 meta["optimizers"][name]))
+            self.schedulers[name].load_state_dict(meta["schedulers"][name])
         restore_rng(groups["rng"], self.loader)
-        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.epoch, self.state.step = meta["epoch"], meta["step"]
 
-    def train_step(self, x: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on the batch x [B, D]; returns the per-example training bound [B]."""
-        bound = self.step_fn(self.model, x, self.cfg.train)
-        loss = -bound.mean()
-        if not torch.isfinite(loss):
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The family's step on the batch x [B, D], then the schedules; returns its metrics."""
+        try:
+            metrics = self.family.step(self.state, x)
+        except TrainingDiverged as e:
             where = f"; the last good checkpoint in {str(self.run_dir)!r} is from epoch {self.epoch}" if self.save else ""
-            raise TrainingDiverged(f"non-finite loss {float(loss.detach())} at epoch {self.epoch + 1}, "
-                                   f"step {self.step + 1}{where}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.precondition is not None:
-            self.precondition(self.model, self.cfg.train)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step += 1
-        return bound.detach()
+            raise TrainingDiverged(f"{e} at epoch {self.epoch + 1}, step {self.step + 1}{where}") from None
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+        self.state.step += 1
+        return metrics
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training data; returns the mean training bound and throughput."""
+        """One pass over the training data; returns the mean of each step metric and throughput."""
         self.model.train()
-        total, count, start = 0.0, 0, time.perf_counter()
+        totals, counts, start = {}, {}, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", leave=False,
                    disable=not self.cfg.train.progress, mininterval=0.5)
         for x in bar:
-            total += float(self.train_step(x).sum())
-            count += x.shape[0]
-            if self.step % 20 == 0:
-                bar.set_postfix(loss=f"{-total / count:.2f}", img_s=f"{count / (time.perf_counter() - start):.0f}")
+            _metric_sums(totals, counts, self.train_step(x), x.shape[0])
+            if self.step % 20 == 0 and totals:
+                name = next(iter(totals))
+                bar.set_postfix({name: f"{float(totals[name]) / counts[name]:.2f}",
+                                 "img_s": f"{max(counts.values()) / (time.perf_counter() - start):.0f}"})
         seconds = time.perf_counter() - start
-        return {f"train/{self.bound_name}": total / count, "images_per_s": count / seconds,
-                "epoch_s": seconds}
+        row = {f"train/{name}": float(total) / counts[name] for name, total in totals.items()}
+        return {**row, "images_per_s": len(self.loader.data) / seconds, "epoch_s": seconds}
 
     def log(self, row: dict) -> None:
         self.history.append(row)
@@ -249,27 +218,44 @@ class Trainer:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
 
-    def fit(self) -> Path:
-        """Train until cfg.train.epochs, validating, logging and checkpointing each epoch."""
+    def held_out_row(self) -> dict[str, float]:
+        """The family's held-out monitor on validation data (test data when there is none: logged for
+        monitoring only), on its own random stream: monitoring more or less must not change training."""
+        held_name, held = ("valid", self.data.valid) if self.data.valid is not None else ("test", self.data.test)
+        if held is None or self.family.monitor is None:
+            return {}
+        with seeded_stream(self.cfg.eval.seed + self.epoch, self.device):
+            terms = self.family.monitor(self.model, held.x, self.cfg)
+        return {f"{held_name}/{k}": v for k, v in terms.items()}
+
+    def report(self, row: dict) -> None:
+        """One progress line every twentieth of the run, and any warning at once."""
+        t = self.cfg.train
+        for warning in row.get("warnings", []):
+            print(f"warning, epoch {self.epoch}: {warning}", flush=True)
+        if t.progress and (self.epoch % max(1, t.epochs // 20) == 0 or self.epoch == t.epochs):
+            values = [(k, v) for k, v in row.items() if "/" in k and isinstance(v, (int, float))]
+            text = "".join(f"  {k} {v:9.3f}" for k, v in values[:4])
+            print(f"epoch {self.epoch:4d}{text}  {row['images_per_s']:8.0f} img/s", flush=True)
+
+    def fit(self) -> Path | None:
+        """Train until cfg.train.epochs, monitoring, logging and checkpointing each epoch."""
         t = self.cfg.train
         if self.step == 0:  # a fresh run: its draws must not depend on what ran since __init__
             torch.manual_seed(t.seed)
         start = time.perf_counter()
         while self.epoch < t.epochs:
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
             row = self.train_epoch()
-            held_name, held = ("valid", self.data.valid) if self.data.valid is not None else ("test", self.data.test)
-            if held is not None:
-                # on its own random stream: monitoring more or less must not change the training run
-                with seeded_stream(self.cfg.eval.seed + self.epoch, self.device):
-                    terms = MONITORS.get(self.cfg.model.name, held_out_terms)(self.model, held.x, self.cfg.eval)
-                row.update({f"{held_name}/{k}": v for k, v in terms.items()})
+            row.update(self.held_out_row())
             self.epoch += 1
-            self.log({"epoch": self.epoch, "step": self.step, "lr": lr, **row})
-            if t.progress and (self.epoch % max(1, t.epochs // 20) == 0 or self.epoch == t.epochs):
-                held_text = "".join(f"  {k} {v:9.3f}" for k, v in list(row.items())[3:5])
-                print(f"epoch {self.epoch:4d}  train {self.bound_name} {row[f'train/{self.bound_name}']:9.3f}"
-                      f"{held_text}  {row['images_per_s']:8.0f} img/s", flush=True)
+            row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row}
+            if self.family.diagnose is not None and (warnings := self.family.diagnose(row)):
+                row["warnings"] = warnings
+            self.log(row)
+            self.report(row)
+            if self.family.epoch_end is not None:
+                self.family.epoch_end(self)
             out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes
             if self.save and (self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs or out_of_time):
                 self.save_checkpoint()
@@ -282,4 +268,6 @@ class Trainer:
 
 def train(cfg: configlib.RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> Path:
     """Train the model a config describes; returns the run folder."""
+    from .runs import configure_process
+    configure_process(cfg.train)
     return Trainer(cfg, run_dir, resume).fit()

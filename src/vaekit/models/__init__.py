@@ -1,25 +1,10 @@
-"""Model registry: name -> builder(model_config, data_dim) -> nn.Module."""
+"""The models of vaekit as torch modules: the mathematics of each family, nothing about training or
+evaluation (their families in vaekit.families say how those are done)."""
 
 from __future__ import annotations
-
-from typing import Callable
-
-from torch import nn
 
 from .linear import LinearGaussian
 from .rbm import RBM
 from .vae import VAE
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "vae": VAE.from_config, "linear": LinearGaussian.from_config, "rbm": RBM.from_config,
-}
-
-
-def build_model(config, data_dim: int) -> nn.Module:
-    """Build the model named by `config.name` for data of dimension `data_dim`."""
-    if config.name not in MODELS:
-        raise ValueError(f"model.name: unknown model {config.name!r}; known: {sorted(MODELS)}")
-    return MODELS[config.name](config, data_dim)
-
-
-__all__ = ["MODELS", "VAE", "LinearGaussian", "RBM", "build_model"]
+__all__ = ["VAE", "LinearGaussian", "RBM"]

@@ -38,10 +38,6 @@ class LinearGaussian(nn.Module):
             # softplus(0.5413) = 1: unit noise scale to start, one (ppca) or d (fa) of them
             self.raw_scale = nn.Parameter(torch.full((1 if noise == "ppca" else data_dim,), 0.5413))
 
-    @classmethod
-    def from_config(cls, config, data_dim: int) -> "LinearGaussian":
-        return cls(data_dim, config.latent, config.noise, config.min_scale)
-
     def noise_variance(self) -> torch.Tensor:
         """diag(Psi) [d]."""
         return (F.softplus(self.raw_scale) + self.min_scale).pow(2).expand(self.data_dim)

@@ -49,11 +49,6 @@ class VAE(nn.Module):
         self.register_buffer("prior_loc", torch.zeros(latent))
         self.register_buffer("prior_scale", torch.ones(latent))
 
-    @classmethod
-    def from_config(cls, config, data_dim: int) -> "VAE":
-        return cls(data_dim, list(config.hidden), config.latent, config.activation,
-                   config.likelihood, config.min_scale)
-
     def prior(self) -> Distribution:
         """p(z) = N(0, I)."""
         return diagonal_normal(self.prior_loc, self.prior_scale)

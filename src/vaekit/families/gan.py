@@ -1,0 +1,212 @@
+"""The GAN family: implicit density, a two-player game (Goodfellow et al. 2014; DCGAN networks).
+
+Each step updates the discriminator on a real and a generated batch, then (every gan.d_steps steps)
+the generator through the updated discriminator, each player with its own optimizer; with gan.ema > 0
+an exponential moving average of the generator is the one sampled and evaluated. A GAN has no
+likelihood: it is judged by its samples (vaekit.classifier's check until the shared yardstick exists).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import classifier, pictures, plots
+from ..config import ConfigError, check_choice, check_positive
+from ..models.gan import LOSSES, GAN, discriminator_loss, evaluating, game_value, generator_loss
+from ..nets import conv_stages
+from ..results import Result, flat
+from ..runs import seeded_stream
+from ..train import StepState, minimise
+from . import Family
+
+DISCRIMINATOR_WINS = 1e-2  # an epoch's mean discriminator loss below this: D separates perfectly
+COLLAPSE_RATIO = 0.25  # generated batches this much less spread out than the data: mode collapse
+CONFIDENCE = 0.9  # the classifier check counts samples classified with at least this confidence
+
+
+@dataclass
+class GANConfig:
+    latent: int = 64  # dimension of z ~ N(0, I)
+    architecture: str = "auto"  # conv (DCGAN) | mlp | auto: conv for images, mlp for flat data
+    width: int = 64  # conv: channels of the first discriminator stage (the generator mirrors it)
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # mlp: discriminator sizes, reversed for G
+    loss: str = "non_saturating"  # non_saturating | minimax | hinge
+    d_steps: int = 1  # discriminator steps per generator step
+    ema: float = 0.0  # > 0: decay of the generator's moving average (e.g. 0.999), the one sampled
+    spectral_norm: bool = False  # spectral normalisation of every discriminator layer (Miyato et al. 2018)
+
+    def validate(self) -> None:
+        check_choice(self.architecture, ("auto", "conv", "mlp"), "gan.architecture")
+        check_choice(self.loss, LOSSES, "gan.loss")
+        check_positive(self, "gan", ("latent", "width", "hidden", "d_steps"))
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"gan.ema: expected a decay in [0, 1) (0: no average), got {self.ema}")
+
+
+def architecture(c: GANConfig, spec) -> str:
+    """gan.architecture, with "auto" resolved: conv where the image shape allows a stride-2 stage."""
+    if c.architecture != "auto":
+        return c.architecture
+    try:
+        conv_stages(*spec.image_shape[1:])
+        return "conv"
+    except ValueError:
+        return "mlp"
+
+
+def build(c: GANConfig, spec) -> GAN:
+    return GAN(spec.num_dims, spec.image_shape, c.latent, architecture(c, spec), c.width, list(c.hidden),
+               c.spectral_norm, c.ema)
+
+
+def grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The Euclidean norm of all of a module's gradients together (a scalar tensor, no sync)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.stack([g.norm() for g in grads]).norm() if grads else torch.zeros(())
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """No weight gradients for module inside the block: the generator's backward pass through the
+    discriminator then skips the discriminator's weight-gradient products it would throw away."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One discriminator update on x [B, D] and B generated images, then the generator's update
+    against the updated discriminator every gan.d_steps steps (as pytorch/examples' DCGAN: one
+    generator forward serves both). Metrics: both losses, the value V, D's accuracy on real and on
+    generated images, both gradient norms."""
+    model, c = state.model, state.cfg.family
+    z = torch.randn(x.shape[0], model.latent, device=x.device)
+    fake = model.generate(z, ema=False)
+    real_logits, fake_logits = model.discriminate(x), model.discriminate(fake.detach())
+    loss_d = discriminator_loss(real_logits, fake_logits, c.loss).mean()
+    minimise(loss_d, state.optimizers["discriminator"], "discriminator loss")
+    metrics = {"loss_d": loss_d.detach(), "value": game_value(real_logits, fake_logits).detach().mean(),
+               "d_accuracy_real": (real_logits.detach() > 0).float().mean(),
+               "d_accuracy_fake": (fake_logits.detach() < 0).float().mean(),
+               "grad_norm_d": grad_norm(model.discriminator)}
+    if (state.step + 1) % c.d_steps == 0:
+        with frozen(model.discriminator):
+            loss_g = generator_loss(model.discriminate(fake), c.loss).mean()
+        minimise(loss_g, state.optimizers["generator"], "generator loss")
+        metrics.update(loss_g=loss_g.detach(), grad_norm_g=grad_norm(model.generator))
+        if model.generator_ema is not None:
+            model.update_ema()
+    return metrics
+
+
+def spread(x: torch.Tensor) -> float:
+    """Mean pairwise Euclidean distance between the rows of x [N, D]."""
+    n = x.shape[0]
+    return float(torch.cdist(x, x).sum() / max(1, n * (n - 1)))
+
+
+@torch.no_grad()
+def monitor(model: GAN, x: torch.Tensor, cfg) -> dict[str, float]:
+    """Held-out terms: the discriminator's accuracy on held-out real images (against its training
+    accuracy it shows overfitting), and the spread of generated images over the data's (near 0: the
+    generator collapsed onto a few images)."""
+    x = x[:cfg.eval.monitor_examples or 1000]
+    with evaluating(model):
+        generated = model.sample(x.shape[0])
+        real_accuracy = float((model.discriminate(x) > 0).float().mean())
+        fake_accuracy = float((model.discriminate(generated) < 0).float().mean())
+    return {"d_accuracy_real": real_accuracy, "d_accuracy_fake": fake_accuracy,
+            "spread_ratio": spread(generated) / max(spread(x), 1e-12)}
+
+
+def diagnose(row: dict) -> list[str]:
+    """Warnings of a failing game: a discriminator that wins outright, a collapsing generator."""
+    warnings = []
+    if row.get("train/loss_d", 1.0) < DISCRIMINATOR_WINS:
+        warnings.append(f"the discriminator wins: its loss averaged {row['train/loss_d']:.2g} over the epoch, "
+                        "so the generator gets no useful gradient (try gan.loss = 'non_saturating', "
+                        "gan.spectral_norm = true or a lower train.lr)")
+    ratios = [v for k, v in row.items() if k.endswith("/spread_ratio")]
+    if ratios and ratios[0] < COLLAPSE_RATIO:
+        warnings.append(f"mode collapse: generated images spread {ratios[0]:.2f} times as much as the data's "
+                        f"(below {COLLAPSE_RATIO})")
+    return warnings
+
+
+@torch.no_grad()
+def fixed_latents(model: GAN, seed: int, num: int = 64) -> torch.Tensor:
+    """The same latents at every epoch, from their own generator: progress pictures are comparable."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(num, model.latent, generator=g).to(model.prior_loc.device)
+
+
+def epoch_end(trainer) -> None:
+    """A grid of samples from fixed latents after every epoch: pictures/progress/epoch_NNNN.png."""
+    if not trainer.save:
+        return
+    model, shape = trainer.model, trainer.spec.image_shape
+    images = model.decode_mean(fixed_latents(model, trainer.cfg.eval.seed)).cpu().reshape(-1, *shape)
+    path = trainer.run_dir / "pictures" / "progress" / f"epoch_{trainer.epoch:04d}.png"
+    plots.save_image_grid(images, path, scale=max(1, 56 // max(shape[1:])))
+
+
+def _share(name: str, value: float, n: int, estimator: str) -> Result:
+    """A proportion with its binomial standard error sqrt(p (1 - p) / n)."""
+    return Result(value, math.sqrt(value * (1 - value) / n), estimator, "estimate", None, n, "fraction")
+
+
+def _label_results(prefix: str, check: dict, what: str, accuracy: float) -> dict[str, Result]:
+    estimator = f"classifier check on {what} ({accuracy:.2%} test accuracy)"
+    n = check["num_examples"]
+    return {f"{prefix}confident_share": _share(prefix, check["confident_share"], n,
+                                               f"{estimator}: share with max p(c|x) >= {CONFIDENCE}"),
+            f"{prefix}label_entropy": Result(check["label_entropy"], None, f"{estimator}: entropy of the predicted-"
+                                             "label histogram", "estimate", None, n, "nats")}
+
+
+@torch.no_grad()
+def evaluate(model: GAN, data, cfg, progress: bool = True) -> dict:
+    """No likelihood: a classifier trained on the real training images and labels (cached) judges
+    eval.quality_samples generated images, the real test images beside them: the share classified
+    with confidence >= 0.9 and the entropy of the predicted labels (log 10 = 2.303 when all ten
+    classes are equally common)."""
+    start, e = time.perf_counter(), cfg.eval
+    note = "a GAN defines no likelihood: judged by its samples"
+    if data.train.y is None:
+        return {"note": note + " (no labels: no classifier check)", "results": {}}
+    net, info = classifier.load_or_train_classifier(data.train, progress=progress)
+    accuracy = classifier.accuracy(net, data.test)
+    with seeded_stream(e.seed, data.test.x.device):
+        generated = torch.cat([model.sample(min(e.batch_size * 10, e.quality_samples - i))
+                               for i in range(0, e.quality_samples, e.batch_size * 10)])
+    shape = data.test.image_shape
+    fake = classifier.label_check(classifier.classify(net, generated, shape), CONFIDENCE)
+    real = classifier.label_check(classifier.classify(net, data.test.x, shape), CONFIDENCE)
+    results = {**_label_results("", fake, f"{generated.shape[0]} generated images", accuracy),
+               **_label_results("real_", real, f"{data.test.x.shape[0]} test images", accuracy),
+               "classifier_accuracy": _share("", accuracy, data.test.x.shape[0], "test accuracy of the classifier")}
+    return {**flat(results), "results": results, "note": note, "estimator": "classifier check",
+            "label_histogram": fake["label_histogram"], "real_label_histogram": real["label_histogram"],
+            "num_examples": generated.shape[0], "seconds": time.perf_counter() - start}
+
+
+FAMILY = Family(
+    name="gan", help="generative adversarial network (DCGAN or MLP; no likelihood)", config=GANConfig,
+    build=build, step=step, evaluate=evaluate, monitor=monitor, players=lambda model: model.players(),
+    pictures=pictures.pick("samples", "curves", interpolations="prior_interpolations"),
+    no_pictures={"reconstructions": "a GAN has no encoder: it cannot reconstruct an image (its samples: "
+                                    "'vaekit sample', its latent space: 'vaekit interpolate')"},
+    defaults={"data": {"binarization": "none"},
+              "train": {"lr": 2e-4, "adam_betas": [0.5, 0.999], "adam_eps": 1e-8, "lr_schedule": "constant",
+                        "batch_size": 64, "epochs": 25}},
+    diagnose=diagnose, epoch_end=epoch_end)

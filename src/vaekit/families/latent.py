@@ -1,0 +1,62 @@
+"""What latent-variable families share (VAE, linear-Gaussian, the deeper VAEs to come): the step on
+one per-example objective, the held-out gap terms, the importance-sampled evaluation, the pictures."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import pictures
+from ..evaluate import evaluate
+from ..gap import ACTIVE_UNIT_THRESHOLD
+from ..objectives import iwae_bound
+from ..protocols import ExactDensity
+from ..train import StepState, ascend
+
+
+def bound(model, x: torch.Tensor, cfg) -> torch.Tensor:
+    """The training objective train.objective: the ELBO (analytic KL) or the IWAE bound L_K with
+    K = train.num_samples, per example [B]."""
+    if cfg.train.objective == "iwae":
+        return iwae_bound(model.log_weights(x, cfg.train.num_samples))
+    return model.elbo(x, cfg.train.num_samples)
+
+
+def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One Adam step up the bound; logged as train/elbo or train/iwae."""
+    return ascend(state, bound, x, state.cfg.train.objective)
+
+
+@torch.no_grad()
+def monitor(model, x: torch.Tensor, cfg) -> dict[str, float]:
+    """The cheap gap terms on a held-out set [N, D]: mean ELBO (analytic KL, one sample), its KL term,
+    the number of active latent units (Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01), and on the first
+    eval.monitor_examples points the IWAE bound with K = eval.monitor_samples (and the exact log p(x)
+    where the model has one): the gap as it evolves."""
+    e = cfg.eval
+    model.eval()
+    elbo = kl = 0.0
+    means = []
+    for xb in x.split(e.batch_size):
+        reconstruction, kl_b = model.elbo_terms(xb)
+        elbo += float((reconstruction - kl_b).sum())
+        kl += float(kl_b.sum())
+        means.append(model.encode_mean(xb))
+    terms = {"elbo": elbo / x.shape[0], "kl": kl / x.shape[0],
+             "active_units": int((torch.cat(means).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum())}
+    subset = x[:e.monitor_examples]
+    if e.monitor_samples and subset.shape[0]:
+        k = e.monitor_samples
+        total = sum(float(iwae_bound(model.log_weights(xb, k)).sum()) for xb in subset.split(e.batch_size))
+        terms[f"iwae{k}"] = total / subset.shape[0]
+        if isinstance(model, ExactDensity):
+            terms["log_px"] = float(model.log_prob(subset).mean())
+    model.train()
+    return terms
+
+
+def evaluate_test(model, data, cfg, progress: bool = True) -> dict:
+    """log p(x) by importance sampling on the test set, the ELBO and its terms, IWAE bounds."""
+    return evaluate(model, data.test.x, cfg.eval, progress)
+
+
+PICTURES = pictures.pick("samples", "reconstructions", "interpolations", "latent", "curves")

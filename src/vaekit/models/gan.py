@@ -1,0 +1,191 @@
+"""The generative adversarial network (Goodfellow et al. 2014), with DCGAN networks (Radford et al. 2016).
+
+A generator x = sigmoid(G(z)), z ~ p(z) = N(0, I), and a discriminator D(x) = sigmoid(l(x)) play
+    min_G max_D V(D, G) = E_x[log D(x)] + E_z[log(1 - D(G(z)))]      (Goodfellow et al. 2014, eq. 1).
+The discriminator outputs logits l [B]; every loss is written from them with softplus, since
+-log sigmoid(l) = softplus(-l) and -log(1 - sigmoid(l)) = softplus(l) stay finite where sigmoid rounds
+to 0 or 1. Losses are per example [B]; the caller reduces them.
+
+Besides the minimax and non-saturating losses, the hinge loss: its discriminator loss is bounded per
+example, it is the standard partner of spectral normalisation, and unlike WGAN-GP it needs no second
+backward pass through a gradient penalty.
+
+There is no density: the model has no log_weights, only samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution
+
+from ..nets import ConvDiscriminator, ConvGenerator, conv_stages, mlp, spectral_normalize
+from .vae import diagonal_normal
+
+LOSSES = ("minimax", "non_saturating", "hinge")
+ARCHITECTURES = ("conv", "mlp")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in LOSSES:
+        raise ValueError(f"kind: unknown GAN loss {kind!r}; known: {list(LOSSES)}")
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       kind: str = "non_saturating") -> torch.Tensor:
+    """The discriminator's loss on real logits l(x) [B] and fake logits l(G(z)) [B]. -> [B].
+
+    minimax, non_saturating: -log D(x) - log(1 - D(G(z))) = softplus(-l(x)) + softplus(l(G(z))), the
+        negated value V (Goodfellow et al. 2014, eq. 1); the two kinds differ only in the generator.
+    hinge: relu(1 - l(x)) + relu(1 + l(G(z))) (Lim & Ye 2017; as in Miyato et al. 2018).
+    """
+    _check_kind(kind)
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(f"real_logits {tuple(real_logits.shape)} and fake_logits {tuple(fake_logits.shape)}: "
+                         f"expected the same shape [B], one real and one fake example per term")
+    if kind == "hinge":
+        return F.relu(1 - real_logits) + F.relu(1 + fake_logits)
+    return F.softplus(-real_logits) + F.softplus(fake_logits)
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
+    """The generator's loss on fake logits l(G(z)) [B]. -> [B].
+
+    minimax: log(1 - D(G(z))) = -softplus(l), the term of V that G minimises (Goodfellow et al. 2014,
+        eq. 1); its gradient vanishes where D confidently rejects the fakes (l -> -inf).
+    non_saturating: -log D(G(z)) = softplus(-l), the same fixed point with strong gradients early in
+        training (Goodfellow et al. 2014, section 3).
+    hinge: -l (Lim & Ye 2017; as in Miyato et al. 2018).
+    """
+    _check_kind(kind)
+    if kind == "minimax":
+        return -F.softplus(fake_logits)
+    if kind == "non_saturating":
+        return F.softplus(-fake_logits)
+    return -fake_logits
+
+
+def game_value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """V = log D(x) + log(1 - D(G(z))) = -softplus(-l(x)) - softplus(l(G(z))) per pair (Goodfellow et
+    al. 2014, eq. 1). At the optimal D its mean is -log 4 + 2 JSD(p_data || p_g) (theorem 1). [B]."""
+    return -F.softplus(-real_logits) - F.softplus(fake_logits)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """Run module in eval mode inside the block, then restore every submodule's own training flag."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class GAN(nn.Module):
+    """Generator and discriminator on flat data x [B, D] with D = C * H * W, latents z [N, L].
+
+    architecture "conv": ConvGenerator / ConvDiscriminator on images of image_shape (C, H, W);
+    "mlp": MLPs (hidden sizes for D, reversed for G; ReLU in G, LeakyReLU(0.2) in D) for data without
+    image structure, with PyTorch's default initialisation (DCGAN's N(0, 0.02) is for the conv networks).
+    With ema > 0, generator_ema holds an exponential moving average of the generator's
+    weights (Yazici et al. 2019), the one generate() and sample() use by default.
+    """
+
+    def __init__(self, data_dim: int, image_shape, latent: int = 64, architecture: str = "conv",
+                 width: int = 64, hidden: Sequence[int] = (256, 256), spectral_norm: bool = False,
+                 ema: float = 0.0):
+        super().__init__()
+        image_shape = tuple(image_shape)
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture: expected one of {list(ARCHITECTURES)}, got {architecture!r}")
+        if math.prod(image_shape) != data_dim:
+            raise ValueError(f"image_shape: {image_shape} holds {math.prod(image_shape)} values, "
+                             f"expected data_dim = {data_dim}")
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema: expected a decay in [0, 1) (0 for no average), got {ema!r}")
+        if not isinstance(latent, int) or latent <= 0:
+            raise ValueError(f"latent: expected a positive int, got {latent!r}")
+        self.data_dim, self.image_shape, self.latent = data_dim, image_shape, latent
+        self.architecture, self.ema = architecture, ema
+        if architecture == "conv":
+            self._check_conv(image_shape)
+            self.generator = ConvGenerator(latent, image_shape, width)
+            self.discriminator = ConvDiscriminator(image_shape, width, spectral_norm)
+        else:
+            self.generator = mlp([latent, *reversed(hidden), data_dim], "relu")
+            self.discriminator = mlp([data_dim, *hidden, 1], "leaky_relu")
+            if spectral_norm:
+                spectral_normalize(self.discriminator)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema > 0 else None
+        self.register_buffer("prior_loc", torch.zeros(latent))
+        self.register_buffer("prior_scale", torch.ones(latent))
+
+    @staticmethod
+    def _check_conv(image_shape) -> None:
+        try:
+            conv_stages(*image_shape[1:])
+        except ValueError as error:
+            raise ValueError(f"architecture 'conv': data of shape {'x'.join(map(str, image_shape))} has no "
+                             f"image structure to convolve ({error}); use architecture 'mlp'") from None
+
+    def prior(self) -> Distribution:
+        """p(z) = N(0, I)."""
+        return diagonal_normal(self.prior_loc, self.prior_scale)
+
+    def players(self) -> dict[str, nn.Module]:
+        """The two networks, each trained by its own optimiser on its own loss."""
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def _generator(self, ema: bool | None) -> nn.Module:
+        if ema and self.generator_ema is None:
+            raise ValueError("ema: True asks for the averaged generator, but the model was built with ema = 0")
+        return self.generator_ema if (ema is not False and self.generator_ema is not None) else self.generator
+
+    def generate(self, z: torch.Tensor, ema: bool | None = None) -> torch.Tensor:
+        """Pixel values sigmoid(G(z)) in [0, 1], flattened. z [N, L] -> [N, D].
+
+        Runs the generator in its current mode (training: BatchNorm on batch statistics, gradients to z
+        and the weights). ema None uses the averaged generator when there is one, False the trained one:
+        the generator's training step must pass ema=False."""
+        return torch.sigmoid(self._generator(ema)(z).flatten(1))
+
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """Discriminator logits l(x), D(x) = sigmoid(l(x)). x [B, D] -> [B]."""
+        if self.architecture == "conv":
+            x = x.reshape(-1, *self.image_shape)
+        return self.discriminator(x).squeeze(-1)
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor, ema: bool | None = None) -> torch.Tensor:
+        """generate(z) for pictures: no gradients, the generator in eval mode for the call. [N, L] -> [N, D].
+
+        Eval mode makes a sample a function of its own z (BatchNorm on running statistics, not on the
+        other samples of the batch) and leaves the running statistics untouched, so sampling during
+        training does not move them; the training flags are restored afterwards."""
+        with evaluating(self._generator(ema)):
+            return self.generate(z, ema)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, ema: bool | None = None) -> torch.Tensor:
+        """Pixel values sigmoid(G(z)) for z ~ p(z), as decode_mean. [N, D]."""
+        return self.decode_mean(self.prior().sample((num_samples,)), ema)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """theta_ema <- ema * theta_ema + (1 - ema) * theta for the generator's parameters (Yazici et al.
+        2019); buffers (BatchNorm running statistics) are copied, being statistics of the trained
+        generator's activations rather than weights. Call after each generator step."""
+        if self.generator_ema is None:
+            raise ValueError("update_ema: the model was built with ema = 0, there is no averaged generator")
+        for averaged, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            averaged.lerp_(current, 1.0 - self.ema)
+        for averaged, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            averaged.copy_(current)
