@@ -183,6 +183,10 @@ class Trainer:
             self.schedulers[name].load_state_dict(meta["schedulers"][name])
         restore_rng(groups["rng"], self.loader)
         self.epoch, self.state.step = meta["epoch"], meta["step"]
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file():  # the rows up to the checkpoint: diagnoses look back over the whole run
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            self.history = [row for row in rows if row.get("epoch", 0) <= self.epoch]
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The family's step on the batch x [B, D], then the schedules; returns its metrics."""
@@ -250,7 +254,7 @@ class Trainer:
             row.update(self.held_out_row())
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row}
-            if self.family.diagnose is not None and (warnings := self.family.diagnose(row)):
+            if self.family.diagnose is not None and (warnings := self.family.diagnose([*self.history, row])):
                 row["warnings"] = warnings
             self.log(row)
             self.report(row)

@@ -42,7 +42,7 @@ class Family:
     binary_data(section) -> bool: whether its likelihood needs 0/1 data.
     defaults: {"train": {...}, "data": {...}, "eval": {...}} under the user's values, over vaekit's.
     presets: name -> values of its section (the key `preset` selects one).
-    diagnose(row) -> [warnings]: a look at each epoch's logged row (e.g. a GAN's collapse).
+    diagnose(rows) -> [warnings]: a look at the logged rows, this epoch's last (e.g. a GAN's collapse).
     epoch_end(trainer): after each epoch's log row (e.g. a picture from fixed latents).
     """
 
@@ -60,7 +60,7 @@ class Family:
     binary_data: Callable[[Any], bool] = lambda section: False
     defaults: dict[str, dict] = field(default_factory=dict)
     presets: dict[str, dict] = field(default_factory=dict)
-    diagnose: Callable[[dict], list[str]] | None = None
+    diagnose: Callable[[list[dict]], list[str]] | None = None
     epoch_end: Callable[..., None] | None = None
 
 
@@ -71,7 +71,7 @@ def register(family: Family, replace: bool = False) -> Family:
     """Add a family; a second family of the same name is an error unless replace=True."""
     if not isinstance(family, Family):
         raise TypeError(f"register: expected a vaekit.families.Family, got {type(family).__name__}")
-    if family.name in REGISTRY and REGISTRY[family.name] is not family and not replace:
+    if family.name in names() and REGISTRY.get(family.name) is not family and not replace:
         raise ValueError(f"register: a family named {family.name!r} is already registered")
     REGISTRY[family.name] = family
     return family
@@ -90,9 +90,9 @@ def get(name: str) -> Family:
     """The family registered as `name` (built-in and entry-point families load on first use)."""
     if name not in REGISTRY:
         if name in BUILTIN:
-            register(importlib.import_module(BUILTIN[name]).FAMILY)
+            REGISTRY[name] = importlib.import_module(BUILTIN[name]).FAMILY
         elif name in _plugins():
-            register(_plugins()[name].load())
+            REGISTRY[name] = _plugins()[name].load()
         else:
             raise KeyError(name)
     return REGISTRY[name]

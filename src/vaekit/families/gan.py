@@ -129,17 +129,19 @@ def monitor(model: GAN, x: torch.Tensor, cfg) -> dict[str, float]:
             "spread_ratio": spread(generated) / max(spread(x), 1e-12)}
 
 
-def diagnose(row: dict) -> list[str]:
-    """Warnings of a failing game: a discriminator that wins outright, a collapsing generator."""
-    warnings = []
+def diagnose(rows: list[dict]) -> list[str]:
+    """Warnings of a failing game from the logged rows (the last is this epoch's): a discriminator
+    that wins outright, a generator whose samples collapse. A fresh generator's samples are all alike
+    too, so collapse is a spread that fell below COLLAPSE_RATIO after having reached it."""
+    row, warnings = rows[-1], []
     if row.get("train/loss_d", 1.0) < DISCRIMINATOR_WINS:
         warnings.append(f"the discriminator wins: its loss averaged {row['train/loss_d']:.2g} over the epoch, "
                         "so the generator gets no useful gradient (try gan.loss = 'non_saturating', "
                         "gan.spectral_norm = true or a lower train.lr)")
-    ratios = [v for k, v in row.items() if k.endswith("/spread_ratio")]
-    if ratios and ratios[0] < COLLAPSE_RATIO:
-        warnings.append(f"mode collapse: generated images spread {ratios[0]:.2f} times as much as the data's "
-                        f"(below {COLLAPSE_RATIO})")
+    ratios = [v for r in rows for k, v in r.items() if k.endswith("/spread_ratio")]
+    if ratios and ratios[-1] < COLLAPSE_RATIO <= max(ratios):
+        warnings.append(f"mode collapse: generated images spread {ratios[-1]:.2f} times as much as the data's "
+                        f"(below {COLLAPSE_RATIO}, down from {max(ratios):.2f})")
     return warnings
 
 
