@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (the GEMM rate is always the CPU's)")
     args = p.parse_args()
     # before any parallel work: the flag is per thread, and worker threads copy it when they start
     torch.set_flush_denormal(True)
@@ -61,8 +62,8 @@ def main() -> None:
     gemm = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = configlib.from_dict({
-            "data": {"name": args.data, "data_dir": args.data_dir}, "model": {"preset": args.preset},
-            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "progress": False, "device": "cpu",
+            "data": {"name": args.data, "data_dir": args.data_dir}, "vae": {"preset": args.preset},
+            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "progress": False, "device": args.device,
                       "num_threads": args.threads, "compile": args.compile}, "out": tmp})
         trainer = Trainer(cfg)
         trainer.fit()

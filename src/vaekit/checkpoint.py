@@ -2,7 +2,7 @@
 
 One file, `checkpoint.safetensors`, holds every tensor (model parameters and buffers, optimizer
 state, random-number-generator states) under prefixed names, and the JSON metadata (config, epoch,
-optimizer hyper-parameters, scheduler state) in its header, so tensors and metadata can never
+optimizer hyper-parameters) in its header, so tensors and metadata can never
 disagree. `checkpoint.json` beside it is a readable copy of the metadata. Both are written to a
 temporary file first and renamed into place, so a crash leaves the previous checkpoint intact.
 """

@@ -115,7 +115,8 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_run, format_result
     if args.gap:
         return cmd_gap(args)
-    result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress)
+    result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress,
+                          chunk_size=args.chunk_size, batch_size=args.batch_size)
     print(format_result(result))
     print(f"wrote {Path(args.run) / 'eval.json'}")
 
@@ -177,10 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
                 p.set_defaults(resume=None)
         else:
             p.add_argument("run", help="run folder written by vaekit train")
-            p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+            p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
             p.add_argument("--no-progress", action="store_true")
             if name == "evaluate":
                 p.add_argument("--num-samples", type=int, help="importance samples (default: the run's eval config)")
+                p.add_argument("--chunk-size", type=int, help="samples at a time (eval.chunk_size; memory ~ "
+                                                              "batch x chunk x D floats)")
+                p.add_argument("--batch-size", type=int, help="test images at a time (eval.batch_size)")
                 p.add_argument("--gap", action="store_true",
                                help="report log p(x) - ELBO split into approximation and amortisation gaps, "
                                     "active units and KL per dimension (writes gap.json)")

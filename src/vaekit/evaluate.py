@@ -101,11 +101,13 @@ def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, data, p
 
 
 def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: str = "auto",
-                 progress: bool = True) -> dict:
-    """Evaluate a run's last checkpoint on its test set; writes eval.json into the run folder."""
+                 progress: bool = True, **eval_settings) -> dict:
+    """Evaluate a run's last checkpoint on its test set; writes eval.json into the run folder.
+    num_samples and eval_settings (fields of EvalConfig, None = the run's) override the run's [eval]."""
     cfg, model = load_run(run_dir, device)
-    if num_samples is not None:
-        cfg = replace(cfg, eval=replace(cfg.eval, num_samples=num_samples))
+    settings = {k: v for k, v in {"num_samples": num_samples, **eval_settings}.items() if v is not None}
+    if settings:
+        cfg = replace(cfg, eval=replace(cfg.eval, **settings))
     data = prepare_data(cfg, next(model.parameters()).device)
     return evaluate_model(run_dir, cfg, model, data, progress)
 

@@ -145,8 +145,6 @@ class Trainer:
         self.optimizers = {name: make_optimizer(module, t, self.device)
                            for name, module in self.family.players(self.model).items()}
         self.total_steps = t.epochs * len(self.loader)
-        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(t, step, self.total_steps)) for name, opt in self.optimizers.items()}
         self.state = StepState(self.model, self.optimizers, cfg)
         self.epoch = 0
         if resume:
@@ -166,9 +164,7 @@ class Trainer:
             tensors[f"optimizer.{name}"], optimizers[name] = checkpoint.optimizer_tensors(optimizer.state_dict())
         meta = {"epoch": self.epoch, "step": self.step, "family": self.family.name,
                 "data_dim": self.spec.num_dims, "image_shape": list(self.spec.image_shape),
-                "binary": self.spec.binary, "optimizers": optimizers,
-                "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
-                "config": configlib.to_dict(self.cfg)}
+                "binary": self.spec.binary, "optimizers": optimizers, "config": configlib.to_dict(self.cfg)}
         checkpoint.save(self.run_dir, tensors, meta)
 
     def load_checkpoint(self) -> None:
@@ -176,11 +172,10 @@ class Trainer:
         self.model.load_state_dict(groups["model"])
         if "optimizers" not in meta:  # written before families had several players: one optimizer
             groups["optimizer.model"] = groups.pop("optimizer", {})
-            meta["optimizers"], meta["schedulers"] = {"model": meta["optimizer"]}, {"model": meta["scheduler"]}
+            meta["optimizers"] = {"model": meta["optimizer"]}
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(checkpoint.optimizer_state(groups.get(f"optimizer.{name}", {}),
                                                                  meta["optimizers"][name]))
-            self.schedulers[name].load_state_dict(meta["schedulers"][name])
         restore_rng(groups["rng"], self.loader)
         self.epoch, self.state.step = meta["epoch"], meta["step"]
         metrics = self.run_dir / "metrics.jsonl"
@@ -188,15 +183,22 @@ class Trainer:
             rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             self.history = [row for row in rows if row.get("epoch", 0) <= self.epoch]
 
+    def lr(self) -> float:
+        """The learning rate of the next step: train.lr times the schedule (a function of the step alone,
+        so a resumed run needs no scheduler state)."""
+        return self.cfg.train.lr * lr_factor(self.cfg.train, self.step, self.total_steps)
+
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The family's step on the batch x [B, D], then the schedules; returns its metrics."""
+        """The family's step on the batch x [B, D] at the scheduled learning rate; returns its metrics."""
+        lr = self.lr()
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         try:
             metrics = self.family.step(self.state, x)
         except TrainingDiverged as e:
             where = f"; the last good checkpoint in {str(self.run_dir)!r} is from epoch {self.epoch}" if self.save else ""
             raise TrainingDiverged(f"{e} at epoch {self.epoch + 1}, step {self.step + 1}{where}") from None
-        for scheduler in self.schedulers.values():
-            scheduler.step()
         self.state.step += 1
         return metrics
 
@@ -249,7 +251,7 @@ class Trainer:
             torch.manual_seed(t.seed)
         start = time.perf_counter()
         while self.epoch < t.epochs:
-            lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+            lr = self.lr()
             row = self.train_epoch()
             row.update(self.held_out_row())
             self.epoch += 1

@@ -167,13 +167,12 @@ def _share(name: str, value: float, n: int, estimator: str) -> Result:
     return Result(value, math.sqrt(value * (1 - value) / n), estimator, "estimate", None, n, "fraction")
 
 
-def _label_results(prefix: str, check: dict, what: str, accuracy: float) -> dict[str, Result]:
-    estimator = f"classifier check on {what} ({accuracy:.2%} test accuracy)"
+def _label_results(prefix: str, check: dict, what: str) -> dict[str, Result]:
     n = check["num_examples"]
     return {f"{prefix}confident_share": _share(prefix, check["confident_share"], n,
-                                               f"{estimator}: share with max p(c|x) >= {CONFIDENCE}"),
-            f"{prefix}label_entropy": Result(check["label_entropy"], None, f"{estimator}: entropy of the predicted-"
-                                             "label histogram", "estimate", None, n, "nats")}
+                                               f"classifier, {what}: share with max p(c|x) >= {CONFIDENCE}"),
+            f"{prefix}label_entropy": Result(check["label_entropy"], None, f"classifier, {what}: entropy of the "
+                                             "predicted labels", "estimate", None, n, "nats")}
 
 
 @torch.no_grad()
@@ -186,7 +185,8 @@ def evaluate(model: GAN, data, cfg, progress: bool = True) -> dict:
     note = "a GAN defines no likelihood: judged by its samples"
     if data.train.y is None:
         return {"note": note + " (no labels: no classifier check)", "results": {}}
-    net, info = classifier.load_or_train_classifier(data.train, progress=progress)
+    with torch.enable_grad():  # trained here on first use, then read from the cache
+        net, info = classifier.load_or_train_classifier(data.train, progress=progress)
     accuracy = classifier.accuracy(net, data.test)
     with seeded_stream(e.seed, data.test.x.device):
         generated = torch.cat([model.sample(min(e.batch_size * 10, e.quality_samples - i))
@@ -194,8 +194,7 @@ def evaluate(model: GAN, data, cfg, progress: bool = True) -> dict:
     shape = data.test.image_shape
     fake = classifier.label_check(classifier.classify(net, generated, shape), CONFIDENCE)
     real = classifier.label_check(classifier.classify(net, data.test.x, shape), CONFIDENCE)
-    results = {**_label_results("", fake, f"{generated.shape[0]} generated images", accuracy),
-               **_label_results("real_", real, f"{data.test.x.shape[0]} test images", accuracy),
+    results = {**_label_results("", fake, "generated images"), **_label_results("real_", real, "test images"),
                "classifier_accuracy": _share("", accuracy, data.test.x.shape[0], "test accuracy of the classifier")}
     return {**flat(results), "results": results, "note": note, "estimator": "classifier check",
             "label_histogram": fake["label_histogram"], "real_label_histogram": real["label_histogram"],
