@@ -35,8 +35,8 @@ step() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
       --set gan.ema=0.999 --out "$runs/gan"
   python3 -c "import json; [print(r['epoch'], round(r['images_per_s']), 'images/s') for r in map(json.loads, open('$runs/gan/metrics.jsonl'))]"
 
-  step "burda VAE: 20 epochs on cuda, then IS with K = 5000 on the 10,000 test images"
-  python3 -m vaekit.cli train --config bench/configs/mnist_burda.toml --data-dir "$data" --epochs 20 \
+  step "burda VAE: 10 epochs on cuda, then IS with K = 5000 on the 10,000 test images"
+  python3 -m vaekit.cli train --config bench/configs/mnist_burda.toml --data-dir "$data" --epochs 10 \
       --set train.time_limit_minutes=0 --device cuda --no-progress --out "$runs/burda"
   time python3 -m vaekit.cli evaluate "$runs/burda" --device cuda --no-progress
   echo "-- the same with 5000 samples per chunk and 20 images per batch"

@@ -18,7 +18,6 @@ import platform
 import time
 
 import torch
-import torch.nn.functional as F
 
 from vaekit import config as configlib
 from vaekit.data import ImageSet, load_dataset

@@ -8,6 +8,9 @@ import torch
 torch.set_num_threads(1)
 
 MNIST_DIR = Path(os.environ.get("VAEKIT_MNIST_DIR") or Path(__file__).parents[2] / "shared/data/mnist")
+FASHION_MNIST_DIRS = [Path(d) for d in (os.environ.get("VAEKIT_FASHION_MNIST_DIR"),
+                                        Path(__file__).parents[2] / "shared/data/fashion-mnist",
+                                        "/usr/share/datasets/fashion-mnist") if d]
 
 
 @pytest.fixture
@@ -16,6 +19,16 @@ def mnist_dir() -> Path:
     if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file() and not (MNIST_DIR / "t10k-labels-idx1-ubyte").is_file():
         pytest.skip(f"MNIST files not found in {MNIST_DIR} (set VAEKIT_MNIST_DIR)")
     return MNIST_DIR
+
+
+@pytest.fixture
+def fashion_mnist_dir() -> Path:
+    """The Fashion-MNIST files (CI: ../shared/data/fashion-mnist; Debian: dataset-fashion-mnist)."""
+    for folder in FASHION_MNIST_DIRS:
+        if (folder / "t10k-labels-idx1-ubyte.gz").is_file() or (folder / "t10k-labels-idx1-ubyte").is_file():
+            return folder
+    pytest.skip(f"Fashion-MNIST files not found in {[str(d) for d in FASHION_MNIST_DIRS]} "
+                "(set VAEKIT_FASHION_MNIST_DIR)")
 
 
 def tiny_run(tmp_path: Path, **sections) -> dict:

@@ -95,7 +95,8 @@ def test_warnings_reach_the_log(tmp_path, monkeypatch, capsys):
     assert "warning, epoch 1: the discriminator wins" in capsys.readouterr().out
 
 
-def test_gan_cli_train_sample_interpolate_evaluate(tmp_path, capsys):
+def test_gan_cli_train_sample_interpolate_evaluate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VAEKIT_CACHE_DIR", str(tmp_path / "cache"))  # the classifier is trained here, not in ~
     run_dir = tmp_path / "gan"
     assert main(["train", *GAN, "--epochs", "2", "--out", str(run_dir)]) == 0
     saved = json.loads((run_dir / "config.json").read_text())

@@ -23,7 +23,7 @@ CHECKPOINT = "checkpoint.safetensors"
 METADATA_KEY = "vaekit"
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -61,8 +61,8 @@ def save(path: str | Path, tensors: dict[str, dict[str, torch.Tensor]], metadata
     flat = {f"{group}/{name}": t.detach().cpu().contiguous()
             for group, items in tensors.items() for name, t in items.items()}
     text = json.dumps(metadata, indent=2)
-    _atomic_write(folder / CHECKPOINT, lambda tmp: save_file(flat, tmp, metadata={METADATA_KEY: text}))
-    _atomic_write(folder / "checkpoint.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(flat, tmp, metadata={METADATA_KEY: text}))
+    atomic_write(folder / "checkpoint.json", lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, dict[str, torch.Tensor]], dict]:

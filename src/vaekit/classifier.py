@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import _atomic_write
+from .checkpoint import atomic_write
 from .data import ImageSet
 
 __all__ = [
@@ -163,7 +163,8 @@ def train_classifier(train: ImageSet, seed: int = RECIPE["seed"], epochs: int | 
     (num_classes = max label + 1), trained by Adam on the cross-entropy. epochs=None: at least
     RECIPE["epochs"] epochs and min_steps steps. Returned in eval mode, on the data's device.
 
-    MNIST: 99.2% test accuracy, Fashion-MNIST: 91%, digits: 98% (see tests/test_classifier.py).
+    Measured (seed 0, one CPU thread): MNIST 99.12% test accuracy in 200 s, Fashion-MNIST 90.98% in
+    170 s (3 epochs each), digits 99.4% in 3 s (17 epochs).
     """
     y = _labelled(train, "train_classifier")
     epochs = _num_epochs(len(train), epochs, batch_size, min_steps)
@@ -200,8 +201,8 @@ def _data_sha256(data: ImageSet) -> str:
     """SHA-256 of the training tensors: their shapes and dtypes, then the bytes of x and of y."""
     x, y = data.x.detach().cpu().contiguous(), data.y.detach().cpu().contiguous()
     digest = hashlib.sha256(f"{tuple(x.shape)} {x.dtype} {tuple(y.shape)} {y.dtype};".encode())
-    digest.update(x.numpy().tobytes())  # numpy: torch tensors expose no buffer of their own
-    digest.update(y.numpy().tobytes())
+    digest.update(x.numpy())  # as numpy arrays: torch tensors expose no buffer, and this copies nothing
+    digest.update(y.numpy())
     return digest.hexdigest()
 
 
@@ -230,7 +231,7 @@ def _load_cached(weights: Path, record_path: Path, key: str) -> tuple[Classifier
             raise ValueError(f"the weights' SHA-256 differs from the one recorded in {record_path.name}")
         model = build_classifier(record["image_shape"], record["num_classes"])
         model.load_state_dict(load_file(str(weights)))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
         warnings.warn(f"cached classifier {str(weights)!r} is unusable ({e}); retraining", stacklevel=3)
         return None, None
     return model.eval(), record
@@ -240,9 +241,9 @@ def _save_cached(model: Classifier, weights: Path, record_path: Path, record: di
     """Weights, then the JSON naming their SHA-256 (each atomically); returns the record written."""
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     record = {**record, "weights_sha256": _sha256_file(weights)}
-    _atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
     return record
 
 
@@ -302,7 +303,7 @@ def classify(model: nn.Module, x: torch.Tensor, image_shape: tuple[int, int, int
     model.eval()
     device = next(model.parameters()).device
     parts = [model(batch.to(device, torch.float32)).softmax(-1) for batch in x.split(batch_size)]
-    return torch.cat(parts).to(x.device) if parts else x.new_zeros(0, getattr(model, "num_classes", 0))
+    return torch.cat(parts).to(x.device)  # split gives one empty part for N = 0: [0, C]
 
 
 def accuracy(model: nn.Module, data: ImageSet) -> float:
@@ -332,8 +333,10 @@ def label_check(probs: torch.Tensor, threshold: float = CONFIDENCE) -> dict:
         raise ValueError("probs must be non-negative with rows summing to 1 (class probabilities, not logits)")
     histogram = torch.bincount(p.argmax(-1), minlength=p.shape[1]).double() / len(p)
     nonzero = histogram[histogram > 0]
+    # compared in probs' own dtype, so that a float32 0.9 counts at threshold=0.9
+    confident = probs.detach().cpu().max(-1).values >= threshold
     return {
-        "confident_share": float((p.max(-1).values >= threshold).double().mean()),
+        "confident_share": float(confident.double().mean()),
         "label_entropy": max(0.0, float(-(nonzero * nonzero.log()).sum())),  # max: no -0.0
         "label_histogram": histogram.tolist(),
         "num_examples": len(p),

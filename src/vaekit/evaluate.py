@@ -59,7 +59,7 @@ def summarize(values: dict[str, torch.Tensor], num_dims: int, cfg: configlib.Eva
                "bits_per_dim": _mean(nll / (num_dims * math.log(2.0)), proposal, "stochastic upper bound",
                                      cfg.num_samples, "bits/dim")}
     if "elbo" in values:
-        mc = f"Monte Carlo reconstruction term, analytic KL"
+        mc = "Monte Carlo reconstruction term, analytic KL"
         results["elbo"] = _mean(values["elbo"], mc, "lower bound", cfg.elbo_samples)
         results["reconstruction"] = _mean(values["reconstruction"], "Monte Carlo", "estimate", cfg.elbo_samples)
         results["kl"] = _mean(values["kl"], "analytic", "exact")
