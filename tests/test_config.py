@@ -32,7 +32,7 @@ def test_defaults_and_presets():
     ({"model": {"latent": 3}}, r"model.latent: each model family now has its own section"),
     ({"train": {"cd_steps": 3}}, r"train.cd_steps: each model family"),
     ({"data": {"binarization": "random"}}, "data.binarization: 'random' is not one of"),
-    ({"train": {"lr": -1.0}}, "train.lr: expected a positive number"),
+    ({"train": {"lr": -1.0}}, "train.lr: expected a positive finite number"),
     ({"train": {"adam_betas": [0.9]}}, "train.adam_betas"),
     ({"out": 3}, "out: expected str"),
 ])

@@ -239,19 +239,20 @@ def test_idx_search_order(tmp_path, clean_env, monkeypatch):
     write_fake_mnist(tmp_path / "env", 7, 2)
     write_fake_mnist(tmp_path / "envmnist", 8, 2)
     write_fake_mnist(clean_env / "mnist", 9, 2)
-    assert len(load_dataset("mnist", download=False)["train"]) == 9  # the cache, last resort
+    load = lambda *args: load_dataset("mnist", *args, download=False, verify=False)  # fake files
+    assert len(load()["train"]) == 9  # the cache, last resort
     monkeypatch.setenv("VAEKIT_DATA_DIR", str(tmp_path / "env"))
-    assert len(load_dataset("mnist", download=False)["train"]) == 7
+    assert len(load()["train"]) == 7
     monkeypatch.setenv("VAEKIT_MNIST_DIR", str(tmp_path / "envmnist"))
-    assert len(load_dataset("mnist", download=False)["train"]) == 8
-    assert len(load_dataset("mnist", tmp_path / "parent", download=False)["train"]) == 6
-    ds = load_dataset("mnist", str(tmp_path / "direct"), download=False)
+    assert len(load()["train"]) == 8
+    assert len(load(tmp_path / "parent")["train"]) == 6
+    ds = load(str(tmp_path / "direct"))
     assert len(ds["train"]) == 5 and len(ds["test"]) == 2 and ds["train"].image_shape == (1, 28, 28)
 
 
 def test_idx_values_and_labels(tmp_path, clean_env):
     write_fake_mnist(tmp_path / "m", 4, 3, seed=5)
-    ds = load_dataset("mnist", tmp_path / "m", download=False)
+    ds = load_dataset("mnist", tmp_path / "m", download=False, verify=False)
     images = read_idx(tmp_path / "m" / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(tmp_path / "m" / "t10k-labels-idx1-ubyte.gz")
     torch.testing.assert_close(ds["test"].x * 255, torch.from_numpy(images.reshape(3, -1)).float())
@@ -262,20 +263,60 @@ def test_idx_label_count_mismatch_names_file(tmp_path, clean_env):
     write_fake_mnist(tmp_path / "m", 4, 3)
     write(tmp_path / "m" / "t10k-labels-idx1-ubyte.gz", idx_bytes(np.zeros(2, np.uint8)), gz=True)
     with pytest.raises(IDXError, match=r"t10k-labels-idx1-ubyte\.gz.*\[3\]"):
-        load_dataset("mnist", tmp_path / "m", download=False)
+        load_dataset("mnist", tmp_path / "m", download=False, verify=False)
 
 
 def test_missing_files_error(tmp_path, clean_env):
-    (tmp_path / "m").mkdir()
     write_fake_mnist(tmp_path / "partial", 4, 3)
     os.remove(tmp_path / "partial" / "t10k-images-idx3-ubyte.gz")  # three of four is not enough
     with pytest.raises(FileNotFoundError) as info:
-        load_dataset("mnist", tmp_path / "partial", download=False)
+        load_dataset("mnist", download=False)
     msg = str(info.value)
     for stem in STEMS:
         assert stem in msg
-    assert str(tmp_path / "partial") in msg and str(clean_env / "mnist") in msg
+    assert str(clean_env / "mnist") in msg
     assert "--data-dir" in msg and "VAEKIT_DATA_DIR" in msg and "download=False" in msg
+
+
+def test_an_explicit_folder_is_used_as_given(tmp_path, clean_env):
+    """A --data-dir that lacks a file is an error naming that file, even with a complete copy in the
+    cache and downloads allowed: an explicit choice is never replaced by a guess."""
+    write_fake_mnist(clean_env / "mnist", 9, 2)
+    write_fake_mnist(tmp_path / "partial", 4, 3)
+    os.remove(tmp_path / "partial" / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(FileNotFoundError, match=r"partial' lacks t10k-images-idx3-ubyte\[\.gz\]; a folder given"):
+        load_dataset("mnist", tmp_path / "partial", verify=False)
+    with pytest.raises(FileNotFoundError, match="nowhere' does not exist"):
+        load_dataset("mnist", tmp_path / "nowhere", verify=False)
+
+
+def test_local_files_are_verified_once_and_damage_is_named(tmp_path, clean_env, monkeypatch):
+    digests = write_fake_mnist(tmp_path / "m", 4, 3)
+    monkeypatch.setitem(D.SHA256, "mnist", digests)  # the fake files play the canonical ones
+    assert len(load_dataset("mnist", tmp_path / "m")["train"]) == 4
+    monkeypatch.setattr(D, "_content_sha256", lambda path: pytest.fail("hashed again"))
+    assert len(load_dataset("mnist", tmp_path / "m")["train"]) == 4  # cached by size and mtime
+    monkeypatch.undo()
+    monkeypatch.setitem(D.SHA256, "mnist", digests)
+    path = tmp_path / "m" / "train-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[-1] ^= 0xFF  # one pixel byte: a valid IDX file, the wrong contents
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(IDXError, match="train-images-idx3-ubyte.gz: its contents differ.*data.verify = false"):
+        load_dataset("mnist", tmp_path / "m")
+    assert len(load_dataset("mnist", tmp_path / "m", verify=False)["train"]) == 4  # the user's own variant
+
+
+@pytest.mark.mnist
+def test_swapped_train_and_test_files_are_refused(tmp_path, clean_env, mnist_dir):
+    import shutil
+    swap = {"train-images-idx3-ubyte": "t10k-images-idx3-ubyte", "train-labels-idx1-ubyte": "t10k-labels-idx1-ubyte"}
+    swap.update({v: k for k, v in swap.items()})
+    (tmp_path / "m").mkdir()
+    for stem, other in swap.items():
+        shutil.copy(D._find_file(mnist_dir, stem), tmp_path / "m" / (other + ".gz"))
+    with pytest.raises(IDXError, match="its contents differ from the canonical mnist file"):
+        load_dataset("mnist", tmp_path / "m")
 
 
 def test_no_network_error(tmp_path, clean_env, monkeypatch):

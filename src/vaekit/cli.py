@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,20 +82,25 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None) -> conf
 
 def cmd_train(args):
     """Train (or resume); returns the Trainer, whose model and data the caller may reuse."""
-    from .runs import configure_process
+    from .runs import configure_process, run_config
     from .train import Trainer
     if args.resume:
+        if args.config or args.out or args.force:
+            given = [f for f, v in (("--config", args.config), ("--out", args.out), ("--force", args.force)) if v]
+            raise configlib.ConfigError(f"{', '.join(given)} beside --resume: a resumed run keeps its folder and its "
+                                        "settings (flags may change train.epochs, train.time_limit_minutes, ...)")
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file():
-            raise FileNotFoundError(f"--resume {str(run_dir)!r}: no config.json there")
-        cfg = config_from_args(args, configlib.migrate(json.loads((run_dir / "config.json").read_text())))
+        cfg = config_from_args(args, configlib.to_dict(run_config(run_dir)))
         configure_process(cfg.train)
         trainer = Trainer(cfg, run_dir, resume=True)
-        configlib.save(cfg, run_dir / "config.json")
+        if trainer.epoch >= cfg.train.epochs:
+            print(f"{str(run_dir)!r} has finished: epoch {trainer.epoch} of {cfg.train.epochs}, nothing to train "
+                  "(raise --epochs to train further)")
+            return trainer
     else:
         cfg = config_from_args(args)
         configure_process(cfg.train)
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, force=args.force)
     print(f"run folder: {trainer.run_dir}")
     trainer.fit()
     return trainer
@@ -172,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         if name in ("run", "train"):
             add_config_args(p)
+            p.add_argument("--force", action="store_true",
+                           help="when the --out folder holds files, move them aside to <out>.replaced-<time> first")
             if name == "train":
                 p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
             else:
@@ -199,11 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingDiverged  # torch loads only once a command runs, not for --help
     try:
         args.fn(args)
+        sys.stdout.flush()
     except (configlib.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"vaekit {args.command}: training stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"vaekit {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `vaekit evaluate RUN | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class DataConfig:
     num_valid: int = 0  # examples taken from train for validation
     allow_nonbinary_bernoulli: bool = False  # Bernoulli likelihood on grey levels: only when asked
     download: bool = True
+    verify: bool = True  # check MNIST / Fashion-MNIST files against their canonical SHA-256 (cached)
 
 
 @dataclass
@@ -176,7 +178,6 @@ def from_dict(values: dict[str, Any]) -> RunConfig:
 MOVED = {"model": ("preset", "hidden", "latent", "activation", "likelihood", "num_chains", "init", "noise",
                    "min_scale"),
          "train": ("cd_steps", "persistent", "centering")}
-LEGACY_RENAMES = {"rbm": {"latent": "num_hidden"}}
 
 
 def _refuse_moved_keys(values: dict[str, Any]) -> None:
@@ -196,8 +197,8 @@ def migrate(values: dict[str, Any]) -> dict[str, Any]:
     if not set(model) - {"name"} and not set(train) & set(MOVED["train"]):
         return values
     name = model.get("name", ModelConfig.name)
-    known = {f.name for f in dataclasses.fields(_family(name).config)}
-    renames = LEGACY_RENAMES.get(name, {})
+    family = _family(name)
+    known, renames = {f.name for f in dataclasses.fields(family.config)}, family.legacy_keys
     section = values.setdefault(name, {})
     for key in [*MOVED["model"], *MOVED["train"]]:
         source = model if key in MOVED["model"] else train
@@ -252,8 +253,8 @@ def read_toml(path: str | Path | None) -> dict[str, Any]:
     with open(path, "rb") as f:
         try:
             return tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML (UTF-8 text): {e}") from None
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> RunConfig:
@@ -269,13 +270,54 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
     return values
 
 
+def flat_keys(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differences(a: RunConfig, b: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """The keys whose values differ between two configs: {"train.lr": (a's, b's)}."""
+    fa, fb = flat_keys(to_dict(a)), flat_keys(to_dict(b))
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+# what a resumed run may change: how long and how it runs, never what it computes
+RESUMABLE = ("train.epochs", "train.time_limit_minutes", "train.checkpoint_every", "train.progress",
+             "train.num_threads", "train.device", "eval.")
+
+
+def resume_changes(saved: RunConfig, new: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """The changes a resume makes to a run's saved config; any change to data, model or optimisation
+    is an error naming the keys (those would make the resumed run another run)."""
+    changes = differences(saved, new)
+    refused = [k for k in changes if not k.startswith(RESUMABLE)]
+    if refused:
+        listed = ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
+        raise ConfigError(f"--resume: {listed} would change what the run computes; a resumed run may change "
+                          f"only {', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)}: start a new "
+                          "run for other settings")
+    return changes
+
+
 def save(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
 
 
 def load_json(path: str | Path) -> RunConfig:
     """A saved config (config.json); configs of older vaekit versions are migrated."""
-    return from_dict(migrate(json.loads(Path(path).read_text())))
+    try:
+        values = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{str(path)!r} is not valid JSON ({e}): restore the file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{str(path)!r}: expected a JSON object of config sections, got {type(values).__name__}")
+    return from_dict(migrate(values))
 
 
 def check_choice(value: str, allowed: typing.Iterable[str], key: str) -> None:
@@ -285,8 +327,8 @@ def check_choice(value: str, allowed: typing.Iterable[str], key: str) -> None:
 
 
 def _positive(value: float, key: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{key}: expected a positive finite number, got {value!r}")
 
 
 def check_positive(section: Any, prefix: str, names: typing.Iterable[str]) -> None:
@@ -316,10 +358,16 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"{key}: expected at least 2 inverse temperatures, got {value}")
     if e.raise_examples < 0:
         raise ConfigError(f"eval.raise_examples: expected a count >= 0, got {e.raise_examples}")
-    if t.momentum < 0 or t.weight_decay < 0:
-        raise ConfigError("train.momentum and train.weight_decay must be >= 0")
+    for key, value in (("train.momentum", t.momentum), ("train.weight_decay", t.weight_decay)):
+        if not 0 <= value < math.inf:
+            raise ConfigError(f"{key}: expected a finite number >= 0, got {value!r}")
+    check_positive(t, "train", ("adam_eps",))
     if e.monitor_samples < 0 or e.monitor_examples < 0:
         raise ConfigError("eval.monitor_samples and eval.monitor_examples must be >= 0")
+    if not 0 <= t.seed < 2**63:
+        raise ConfigError(f"train.seed: expected an integer in [0, 2**63), got {t.seed}")
+    if not 0 <= e.seed < 2**63:
+        raise ConfigError(f"eval.seed: expected an integer in [0, 2**63), got {e.seed}")
     if d.num_valid < 0 or t.warmup_steps < 0 or t.num_threads < 0 or t.time_limit_minutes < 0:
         raise ConfigError("data.num_valid, train.warmup_steps, train.num_threads and train.time_limit_minutes "
                           "must be >= 0")

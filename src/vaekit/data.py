@@ -7,14 +7,17 @@ are index slices of that tensor, so the hot path has no per-sample Python.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import json
 import http.client
 import math
 import os
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from functools import partial
@@ -33,7 +36,11 @@ __all__ = [
 # IDX files (the MNIST container format)
 
 
-class IDXError(ValueError):
+class DataError(ValueError):
+    """A data file or array vaekit cannot use; the message names the file and what was wrong."""
+
+
+class IDXError(DataError):
     """A malformed IDX file; the message names the file and what was wrong."""
 
 
@@ -187,7 +194,7 @@ def split_validation(data: ImageSet, num_valid: int, seed: int = 0) -> tuple[Ima
 _DIGITS_NUM_TEST = 360  # of 1797, leaving 1437 for training
 
 
-def _load_digits(*, data_dir=None, download=True, path=None) -> dict[str, ImageSet]:
+def _load_digits(*, data_dir=None, download=True, path=None, verify=True) -> dict[str, ImageSet]:
     """1797 8x8 digits (values 0..16 scaled to [0, 1]), split 1437 train / 360 test by seed 0."""
     _reject_path("digits", path)
     from sklearn.datasets import load_digits  # lazy: sklearn is slow to import
@@ -245,11 +252,9 @@ def _cache_dir(name: str) -> Path:
     return Path(os.environ.get("VAEKIT_CACHE_DIR") or "~/.cache/vaekit").expanduser() / name
 
 
-def _search_dirs(name: str, data_dir) -> list[Path]:
-    """Candidate folders in priority order: data_dir, the environment, system folders, the cache."""
+def _search_dirs(name: str) -> list[Path]:
+    """Where to look when no folder is given, in priority order: the environment, system folders, the cache."""
     dirs = []
-    if data_dir is not None:
-        dirs += [Path(data_dir).expanduser(), Path(data_dir).expanduser() / name]
     if os.environ.get(ENV_DIRS[name]):
         dirs.append(Path(os.environ[ENV_DIRS[name]]).expanduser())
     if os.environ.get("VAEKIT_DATA_DIR"):
@@ -318,9 +323,26 @@ def _missing_error(name: str, searched: list[Path], why: str) -> FileNotFoundErr
         + (f", or set {ENV_DIRS[name]} to the folder holding them." if name in ENV_DIRS else "."))
 
 
+def _explicit_folder(name: str, data_dir) -> Path:
+    """data_dir (or its <name>/ subfolder) when it holds all four files; else an error naming the files
+    it lacks. An explicit choice is used as given: no search elsewhere, no download."""
+    folders = [Path(data_dir).expanduser(), Path(data_dir).expanduser() / name]
+    for folder in folders:
+        if all(_find_file(folder, stem) for stem in _IDX_STEMS):
+            return folder
+    best = max(folders, key=lambda f: sum(_find_file(f, stem) is not None for stem in _IDX_STEMS))
+    missing = [f"{stem}[.gz]" for stem in _IDX_STEMS if _find_file(best, stem) is None]
+    where = "does not exist" if not best.is_dir() else f"lacks {', '.join(missing)}"
+    raise FileNotFoundError(f"{name}: data_dir {str(best)!r} {where}; a folder given explicitly is used as "
+                            "given (nothing else is searched or downloaded)")
+
+
 def _locate_idx_files(name: str, data_dir, download: bool) -> Path:
-    """The first folder holding all four files, downloading the missing ones into the cache if allowed."""
-    searched = _search_dirs(name, data_dir)
+    """The folder given, else the first folder of the search holding all four files, else the cache after
+    downloading the missing files into it (if allowed)."""
+    if data_dir is not None:
+        return _explicit_folder(name, data_dir)
+    searched = _search_dirs(name)
     for folder in searched:
         if all(_find_file(folder, stem) for stem in _IDX_STEMS):
             return folder
@@ -350,10 +372,54 @@ def _read_idx_split(name: str, images_path: Path, labels_path: Path) -> ImageSet
     return ImageSet(_to_unit_float(images), torch.from_numpy(labels.astype(np.int64)), (1, 28, 28), name)
 
 
-def _load_idx_dataset(name: str, *, data_dir=None, download=True, path=None) -> dict[str, ImageSet]:
+def _verified_record() -> Path:
+    return _cache_dir("verified.json")
+
+
+def _verify_file(name: str, stem: str, path: Path, seen: dict) -> bool:
+    """Check path against the canonical SHA-256 of its contents, unless `seen` (the cache of verified
+    files) already holds it at this size and modification time. True when it was hashed now."""
+    stat = path.stat()
+    key, mark = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+    if seen.get(key) == mark:
+        return False
+    try:
+        digest = _content_sha256(path)
+    except _GZIP_ERRORS as e:
+        raise IDXError(f"{path}: not readable as {'gzip' if _is_gzip(path) else 'raw'} data ({e})") from None
+    if digest != SHA256[name][stem]:
+        raise IDXError(f"{path}: its contents differ from the canonical {name} file {stem} (SHA-256 {digest[:16]}..., "
+                       f"expected {SHA256[name][stem][:16]}...): a damaged file, a file under another's name "
+                       "(train and test swapped?) or another variant; to use it anyway, set data.verify = false "
+                       "(load_dataset(..., verify=False))")
+    seen[key] = mark
+    return True
+
+
+def _verify_folder(name: str, folder: Path) -> None:
+    """The four files of folder checked against the known checksums, the first time each is seen: the
+    result is cached by size and mtime in the cache folder, so later runs hash nothing."""
+    record = _verified_record()
+    try:
+        seen = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, ValueError):
+        seen = {}
+    hashed = [_verify_file(name, stem, _find_file(folder, stem), seen) for stem in _IDX_STEMS]
+    if any(hashed):
+        with contextlib.suppress(OSError):  # a read-only cache only costs the hashing next time
+            record.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=".verified.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(seen, f)
+            os.replace(tmp, record)
+
+
+def _load_idx_dataset(name: str, *, data_dir=None, download=True, path=None, verify=True) -> dict[str, ImageSet]:
     """MNIST-format data set: 60000 train / 10000 test images (1, 28, 28), uint8 scaled to [0, 1]."""
     _reject_path(name, path)
     folder = _locate_idx_files(name, data_dir, download)
+    if verify:
+        _verify_folder(name, folder)
     return {split: _read_idx_split(name, _find_file(folder, images), _find_file(folder, labels))
             for split, (images, labels) in _IDX_FILES.items()}
 
@@ -373,20 +439,22 @@ def _image_shape(arr: np.ndarray, where: str) -> tuple[int, int, int]:
         return (1, *arr.shape[1:])
     if arr.ndim == 4:
         return tuple(arr.shape[1:])
-    raise ValueError(f"{where}: expected an array of shape [N, H, W], [N, C, H, W] or [N, D], got {arr.shape}")
+    raise DataError(f"{where}: expected an array of shape [N, H, W], [N, C, H, W] or [N, D], got {arr.shape}")
 
 
 def _npy_images(arr: np.ndarray, where: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Validated [N, D] float32 tensor in [0, 1] and its image_shape from a uint8 or float array."""
     shape = _image_shape(arr, where)
+    if arr.shape[0] == 0 or math.prod(shape) == 0:
+        raise DataError(f"{where}: holds no images (shape {arr.shape})")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.float32)
     if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"{where}: expected uint8 (0..255) or float (in [0, 1]) values, got dtype {arr.dtype}")
+        raise DataError(f"{where}: expected uint8 (0..255) or float (in [0, 1]) values, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and arr.size:
         lo, hi = float(np.min(arr)), float(np.max(arr))
         if not (lo >= 0 and hi <= 1):  # written so that NaN fails too
-            raise ValueError(f"{where}: float images must lie in [0, 1], found min {lo:g}, max {hi:g}")
+            raise DataError(f"{where}: float images must lie in [0, 1], found min {lo:g}, max {hi:g}")
     return _to_unit_float(arr), shape
 
 
@@ -394,16 +462,38 @@ def _npy_labels(arr: np.ndarray | None, n: int, where: str) -> torch.Tensor | No
     if arr is None:
         return None
     if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{where}: expected [{n}] integer labels, got {arr.dtype} of shape {arr.shape}")
+        raise DataError(f"{where}: expected [{n}] integer labels, got {arr.dtype} of shape {arr.shape}")
     return torch.from_numpy(arr.astype(np.int64))
+
+
+_NPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
+# what numpy raises on a damaged .npy / .npz, depending on where the damage is
+_NUMPY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, KeyError)
+
+
+def _read_numpy(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a .npy ({"": array}) or .npz file, read without unpickling; DataError naming the
+    file for anything that is not such a file, whole."""
+    kind = path.suffix.lower()
+    with open(path, "rb") as f:
+        head = f.read(len(_NPY_MAGIC[kind]))
+    if head != _NPY_MAGIC[kind]:
+        raise DataError(f"{path}: not a NumPy {kind} file (it starts with {head!r}, not {_NPY_MAGIC[kind]!r})")
+    try:
+        if kind == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except _NUMPY_ERRORS as e:
+        why = "it holds Python objects, which vaekit never unpickles" if "pickle" in str(e) else str(e) or type(e).__name__
+        raise DataError(f"{path}: not a readable {kind} file ({why})") from None
 
 
 def _npz_splits(path: Path) -> dict[str, ImageSet]:
     """train/test ImageSets from the arrays train, test (and optional train_labels, test_labels)."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays = _read_numpy(path)
     if "train" not in arrays or "test" not in arrays:
-        raise ValueError(f"{path}: expected arrays 'train' and 'test' (optional 'train_labels', 'test_labels'), "
+        raise DataError(f"{path}: expected arrays 'train' and 'test' (optional 'train_labels', 'test_labels'), "
                          f"found {sorted(arrays)}")
     out = {}
     for split in ("train", "test"):
@@ -411,17 +501,17 @@ def _npz_splits(path: Path) -> dict[str, ImageSet]:
         y = _npy_labels(arrays.get(f"{split}_labels"), len(x), f"{path}[{split + '_labels'!r}]")
         out[split] = ImageSet(x, y, shape, "npy")
     if out["train"].image_shape != out["test"].image_shape:
-        raise ValueError(f"{path}: train images have shape {out['train'].image_shape} "
+        raise DataError(f"{path}: train images have shape {out['train'].image_shape} "
                          f"but test images have {out['test'].image_shape}")
     return out
 
 
 def _npy_splits(path: Path) -> dict[str, ImageSet]:
     """One array split 90/10 into train/test by a fixed seed-0 permutation."""
-    arr = np.load(path, allow_pickle=False)
+    arr = _read_numpy(path)[""]
     x, shape = _npy_images(arr, str(path))
     if len(x) < 2:
-        raise ValueError(f"{path}: need at least 2 images to split into train and test, found {len(x)}")
+        raise DataError(f"{path}: need at least 2 images to split into train and test, found {len(x)}")
     train, test = _split(ImageSet(x, None, shape, "npy"), max(1, int(len(x) * _NPY_TEST_FRACTION)), seed=0)
     return {"train": train, "test": test}
 
@@ -429,7 +519,7 @@ def _npy_splits(path: Path) -> dict[str, ImageSet]:
 _NPY_READERS = {".npy": _npy_splits, ".npz": _npz_splits}
 
 
-def _load_npy(*, data_dir=None, download=True, path=None) -> dict[str, ImageSet]:
+def _load_npy(*, data_dir=None, download=True, path=None, verify=True) -> dict[str, ImageSet]:
     """The user's images from path (.npy: one array split 90/10; .npz: arrays train and test)."""
     if path is None:
         raise ValueError("the 'npy' data set needs path=<file.npy or file.npz>")
@@ -453,11 +543,12 @@ DATASETS: dict[str, Callable[..., dict[str, ImageSet]]] = {
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = True,
-                 path: str | os.PathLike | None = None) -> dict[str, ImageSet]:
-    """{"train": ImageSet, "test": ImageSet} of the named data set (see DATASETS)."""
+                 path: str | os.PathLike | None = None, verify: bool = True) -> dict[str, ImageSet]:
+    """{"train": ImageSet, "test": ImageSet} of the named data set (see DATASETS). Files of data sets
+    whose canonical checksums are known (MNIST, Fashion-MNIST) are verified unless verify=False."""
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}, expected one of {sorted(DATASETS)}")
-    return DATASETS[name](data_dir=data_dir, download=download, path=path)
+    return DATASETS[name](data_dir=data_dir, download=download, path=path, verify=verify)
 
 
 # -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from . import config as configlib
 from . import families
 from .objectives import iwae_bound, standard_error
@@ -91,7 +92,7 @@ def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, data, p
     (the typed results under "results", beside the flat keys of earlier versions)."""
     configlib.validate(cfg)
     binarization = cfg.data.binarization
-    result = {"data": cfg.data.name, "family": cfg.model.name,
+    result = {"data": cfg.data.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
               "test_binarization": f"{binarization} -> fixed draw (seed 0)"
               if binarization in ("dynamic", "static") else binarization,
               **families.get(cfg.model.name).evaluate(model, data, cfg, progress)}

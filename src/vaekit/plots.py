@@ -99,12 +99,29 @@ def _ceil_sqrt(n: int) -> int:
     return math.isqrt(n - 1) + 1 if n > 0 else 0
 
 
-def save_image_grid(images, path, nrow: int | None = None, padding: int = 1, scale: int = 1) -> Path:
+def _label_rows(pixels, labels: list[str], row_pitch: int):
+    """pixels [H, W, C] uint8 with a white margin on the left holding labels[i] beside the i-th row
+    of tiles (tiles row_pitch pixels apart)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    margin = 6 * max(len(label) for label in labels) + 6  # the default bitmap font: ~6 pixels a character
+    canvas = np.full((pixels.shape[0], margin + pixels.shape[1], pixels.shape[2]), 255, np.uint8)
+    canvas[:, margin:] = pixels
+    image = Image.fromarray(canvas[:, :, 0] if canvas.shape[2] == 1 else canvas)
+    draw = ImageDraw.Draw(image)
+    for i, label in enumerate(labels):
+        draw.text((3, i * row_pitch + row_pitch // 2 - 5), label, fill=0 if image.mode == "L" else (0, 0, 0))
+    return np.asarray(image).reshape(canvas.shape)
+
+
+def save_image_grid(images, path, nrow: int | None = None, padding: int = 1, scale: int = 1,
+                    row_labels: list[str] | None = None) -> Path:
     """Write images [N, C, H, W] (C = 1 or 3) or [N, H, W] as one tiled PNG, no axes.
 
     Values must be finite and are clamped to [0, 1] (decoder means may overshoot slightly).
     Each pixel is repeated scale x scale times; the PNG is grayscale (mode L) when C == 1,
-    RGB when C == 3, of size (scale*H', scale*W') for the image_grid size (H', W').
+    RGB when C == 3, of size (scale*H', scale*W') for the image_grid size (H', W'), plus a left
+    margin with row_labels[i] beside row i when labels are given.
     """
     from PIL import Image
 
@@ -114,6 +131,8 @@ def save_image_grid(images, path, nrow: int | None = None, padding: int = 1, sca
     grid = image_grid(x.clamp(0.0, 1.0), nrow=nrow, padding=padding)
     grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     pixels = (grid * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if row_labels:
+        pixels = _label_rows(pixels, row_labels, (x.shape[-2] + padding) * scale)
     path = _output_path(path)
     mode = "L" if pixels.shape[2] == 1 else "RGB"
     Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode=mode).save(path, format="PNG")

@@ -7,6 +7,7 @@ checkpoint.safetensors + checkpoint.json, eval.json and pictures/*.png.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,10 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else is checked against what exists."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device: {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device: {name!r} asked for, but torch sees no CUDA device")
     return device
@@ -74,7 +78,7 @@ def binarize_held_out(data: ImageSet, mode: str) -> ImageSet:
 def prepare_data(cfg: configlib.RunConfig, device: torch.device | str = "cpu") -> Splits:
     """Load the data set a config names, split validation off, binarise the held-out sets."""
     d = cfg.data
-    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path)
+    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
     train, test = sets["train"], sets["test"]
     binary_model = families.get(cfg.model.name).binary_data(cfg.family)
     if binary_model and d.binarization == "none" and not d.allow_nonbinary_bernoulli and not is_binary(train.x):
@@ -105,22 +109,88 @@ def as_image_set(x, name: str, device: torch.device | str = "cpu") -> ImageSet:
     return ImageSet(x, None, (1, 1, x.shape[1]), name)
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked: it holds another run, or its files disagree."""
+
+
 def default_run_dir(cfg: configlib.RunConfig) -> Path:
     preset = getattr(cfg.family, "preset", None) or cfg.model.name
     return Path("runs") / f"{cfg.data.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> tuple[configlib.RunConfig, torch.nn.Module]:
-    """The resolved config and the model with its last checkpoint's weights, in eval mode."""
+def _claim(base: Path) -> Path:
+    """Create base, or base-2, base-3, ...: mkdir without exist_ok is atomic, so runs started in the
+    same second (the default names' resolution) each get a folder of their own."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count(1):
+        candidate = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def create_run_dir(path: str | Path | None, cfg: configlib.RunConfig, force: bool = False) -> Path:
+    """The folder of a new run: `path` if it is empty or absent, else an error (two runs never share a
+    folder; force=True first moves the old one aside to <path>.replaced-<time>); a fresh default name
+    when path is None."""
+    if path is None:
+        return _claim(default_run_dir(cfg))
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"--out {str(path)!r}: a file is in the way of the run folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise RunFolderError(f"--out {str(path)!r} already holds files (another run?): continue that run with "
+                                 f"`vaekit train --resume {path}`, choose another folder, or pass --force to move "
+                                 "it aside first")
+        aside = _claim(path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
+        path.replace(aside)  # onto the empty folder just claimed: the name is ours alone
+        print(f"moved the run that was in {str(path)!r} to {str(aside)!r}", flush=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], run_dir: str | Path) -> None:
+    """model.load_state_dict(state), a mismatch reported as a one-line error naming the run."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()
+        detail = "; ".join(line.strip() for line in first[1:4]) or first[0]
+        raise RunFolderError(f"{str(run_dir)!r}: the checkpoint's tensors do not fit the model its config "
+                             f"builds ({detail})") from None
+
+
+def run_config(run_dir: str | Path) -> configlib.RunConfig:
+    """A run's config as its checkpoint records it (the truth the weights were made with); config.json
+    must agree with it, else an error names the keys that differ. Without a checkpoint: config.json."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} is not a vaekit run folder: it has no config.json")
-    cfg = configlib.load_json(run_dir / "config.json")
+    written = configlib.load_json(run_dir / "config.json")
+    meta = checkpoint.metadata(run_dir)
+    if meta is None:
+        return written
+    saved = configlib.from_dict(configlib.migrate(meta["config"]))
+    differ = configlib.differences(saved, written)
+    if differ:
+        listed = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} in config.json)" for k, (a, b) in differ.items())
+        raise RunFolderError(f"{str(run_dir)!r}: config.json disagrees with the checkpoint's own config on {listed}; "
+                             "the checkpoint's is the one its weights were trained with: restore config.json")
+    return saved
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> tuple[configlib.RunConfig, torch.nn.Module]:
+    """The resolved config and the model with its last checkpoint's weights, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
     dev = resolve_device(device)
     groups, meta = checkpoint.load(run_dir, device=dev)
     # checkpoints written before the data spec existed: binary unless the data were kept as grey levels
     spec = DataSpec(meta["data_dim"], tuple(meta["image_shape"]),
                     meta.get("binary", cfg.data.binarization != "none"))
     model = families.get(cfg.model.name).build(cfg.family, spec).to(dev)
-    model.load_state_dict(groups["model"])
+    load_weights(model, groups["model"], run_dir)
     return cfg, model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,15 @@ from . import checkpoint
 from . import config as configlib
 from . import families
 from .data import DataSpec, Loader
-from .runs import Splits, default_run_dir, prepare_data, resolve_device, seeded_stream
+from .runs import Splits, create_run_dir, load_weights, prepare_data, resolve_device, seeded_stream
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; its message says where the last checkpoint is and how to go on."""
 
 
 @dataclass
@@ -111,6 +116,28 @@ def restore_rng(states: dict[str, torch.Tensor], loader: Loader) -> None:
 
 
 
+EXPLODING = 100.0  # an objective this many times its size at the start: warned about
+
+
+def finite_or_null(row: dict) -> dict:
+    """A log row with NaN and infinities as None: metrics.jsonl stays valid JSON."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a metrics.jsonl; a torn last line (a process killed while writing it) is dropped, a
+    damaged line elsewhere is an error naming the file and line."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{str(path)!r}, line {number}: not valid JSON") from None
+    return rows
+
+
 def _metric_sums(totals: dict, counts: dict, metrics: dict[str, torch.Tensor], n: int) -> None:
     """Accumulate per-batch means weighted by the batch size, on the metrics' device (no sync)."""
     for name, value in metrics.items():
@@ -126,13 +153,18 @@ class Trainer:
     stream seeded by train.seed and leaves the global one alone."""
 
     def __init__(self, cfg: configlib.RunConfig, run_dir: str | Path | None = None, resume: bool = False,
-                 data: Splits | None = None, save: bool = True):
-        """data: in-memory splits instead of the data set cfg.data names (arrays: runs.as_image_set);
-        save=False keeps everything in memory: no run folder, checkpoints or metrics file (`history`)."""
+                 data: Splits | None = None, save: bool = True, force: bool = False):
+        """run_dir (else cfg.out, else a fresh runs/<data>-<model>-<time>): a new run refuses a folder that
+        holds files unless force=True, which moves them aside; resume=True continues the run there and
+        refuses changed settings other than configlib.RESUMABLE. data: in-memory splits instead of the
+        data set cfg.data names (arrays: runs.as_image_set); save=False keeps everything in memory: no
+        run folder, checkpoints or metrics file (`history`)."""
         self.cfg, t = cfg, cfg.train
         self.family = families.get(cfg.model.name)
         self.save, self.history = save, []
-        self.run_dir = Path(run_dir or cfg.out or default_run_dir(cfg)) if save else None
+        if resume and not (run_dir or cfg.out):
+            raise ValueError("resume=True needs the run folder (run_dir or cfg.out)")
+        self.run_dir = Path(run_dir or cfg.out) if (run_dir or cfg.out) else None
         self.device = resolve_device(t.device)
         self.data = prepare_data(cfg, self.device) if data is None else data
         self.loader = Loader(self.data.train, t.batch_size, binarization=cfg.data.binarization,
@@ -146,11 +178,11 @@ class Trainer:
                            for name, module in self.family.players(self.model).items()}
         self.total_steps = t.epochs * len(self.loader)
         self.state = StepState(self.model, self.optimizers, cfg)
-        self.epoch = 0
+        self.epoch, self.initial = 0, {}
         if resume:
             self.load_checkpoint()
         elif save:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir = create_run_dir(self.run_dir, cfg, force)
             configlib.save(cfg, self.run_dir / "config.json")
 
     @property
@@ -164,12 +196,24 @@ class Trainer:
             tensors[f"optimizer.{name}"], optimizers[name] = checkpoint.optimizer_tensors(optimizer.state_dict())
         meta = {"epoch": self.epoch, "step": self.step, "family": self.family.name,
                 "data_dim": self.spec.num_dims, "image_shape": list(self.spec.image_shape),
-                "binary": self.spec.binary, "optimizers": optimizers, "config": configlib.to_dict(self.cfg)}
+                "binary": self.spec.binary, "optimizers": optimizers, "initial_metrics": finite_or_null(self.initial),
+                "config": configlib.to_dict(self.cfg)}
         checkpoint.save(self.run_dir, tensors, meta)
+        # config.json follows the checkpoint: a resume's allowed changes become the run's config here
+        checkpoint.atomic_write(self.run_dir / "config.json", lambda tmp: configlib.save(self.cfg, tmp))
 
     def load_checkpoint(self) -> None:
+        """Continue from the run folder's checkpoint: refuse changed settings, record allowed changes
+        in changes.jsonl, drop metrics rows written after the checkpoint, clear interrupted writes."""
+        checkpoint.remove_stale_temporaries(self.run_dir)
         groups, meta = checkpoint.load(self.run_dir, device=self.device)
-        self.model.load_state_dict(groups["model"])
+        saved = configlib.from_dict(configlib.migrate(meta["config"]))
+        changes = configlib.resume_changes(saved, self.cfg)
+        if changes:
+            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": meta["epoch"], "changes": changes}
+            with open(self.run_dir / "changes.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        load_weights(self.model, groups["model"], self.run_dir)
         if "optimizers" not in meta:  # written before families had several players: one optimizer
             groups["optimizer.model"] = groups.pop("optimizer", {})
             meta["optimizers"] = {"model": meta["optimizer"]}
@@ -178,10 +222,15 @@ class Trainer:
                                                                  meta["optimizers"][name]))
         restore_rng(groups["rng"], self.loader)
         self.epoch, self.state.step = meta["epoch"], meta["step"]
+        self.initial = {k: math.nan if v is None else v for k, v in meta.get("initial_metrics", {}).items()}
         metrics = self.run_dir / "metrics.jsonl"
-        if metrics.is_file():  # the rows up to the checkpoint: diagnoses look back over the whole run
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if metrics.is_file():
+            rows = read_rows(metrics)
+            # rows of epochs after the checkpoint will be trained again: each epoch appears once
             self.history = [row for row in rows if row.get("epoch", 0) <= self.epoch]
+            if len(self.history) < len(rows):
+                text = "".join(json.dumps(row) + "\n" for row in self.history)
+                checkpoint.atomic_write(metrics, lambda tmp: Path(tmp).write_text(text))
 
     def lr(self) -> float:
         """The learning rate of the next step: train.lr times the schedule (a function of the step alone,
@@ -197,8 +246,9 @@ class Trainer:
         try:
             metrics = self.family.step(self.state, x)
         except TrainingDiverged as e:
-            where = f"; the last good checkpoint in {str(self.run_dir)!r} is from epoch {self.epoch}" if self.save else ""
-            raise TrainingDiverged(f"{e} at epoch {self.epoch + 1}, step {self.step + 1}{where}") from None
+            raise TrainingDiverged(f"{e} at epoch {self.epoch + 1}, step {self.step + 1}{self._last_good()}") from None
+        if self.step == 0:  # the objective before any update: the yardstick of an exploding run
+            self.initial = {name: float(v) for name, v in metrics.items()}
         self.state.step += 1
         return metrics
 
@@ -207,7 +257,7 @@ class Trainer:
         self.model.train()
         totals, counts, start = {}, {}, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}", leave=False,
-                   disable=not self.cfg.train.progress, mininterval=0.5)
+                   disable=not (self.cfg.train.progress and sys.stderr.isatty()), mininterval=0.5)
         for x in bar:
             _metric_sums(totals, counts, self.train_step(x), x.shape[0])
             if self.step % 20 == 0 and totals:
@@ -218,11 +268,32 @@ class Trainer:
         row = {f"train/{name}": float(total) / counts[name] for name, total in totals.items()}
         return {**row, "images_per_s": len(self.loader.data) / seconds, "epoch_s": seconds}
 
+    def _last_good(self) -> str:
+        """Where training can restart after a failure, for the error message."""
+        if not self.save:
+            return ""
+        meta = checkpoint.metadata(self.run_dir)
+        if meta is None:
+            return f"; no checkpoint was written in {str(self.run_dir)!r} yet"
+        return f"; the last good checkpoint in {str(self.run_dir)!r} is from epoch {meta['epoch']}"
+
     def log(self, row: dict) -> None:
         self.history.append(row)
         if self.save:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(finite_or_null(row), allow_nan=False) + "\n")
+
+    def exploding(self, row: dict) -> list[str]:
+        """A warning when the epoch's objective (a step's first metric) is orders of magnitude worse than
+        before the first update: the optimisation diverges while every number is still finite."""
+        if not self.initial:
+            return []
+        name, start = next(iter(self.initial.items()))
+        value = row.get(f"train/{name}")
+        if value is None or not math.isfinite(start) or abs(value) <= EXPLODING * max(1.0, abs(start)):
+            return []
+        return [f"train/{name} is {value:.3g}, {abs(value) / max(1.0, abs(start)):.0f} times its size before the first "
+                f"update ({start:.3g}): the optimisation is exploding (a smaller train.lr?)"]
 
     def held_out_row(self) -> dict[str, float]:
         """The family's held-out monitor on validation data (test data when there is none: logged for
@@ -235,17 +306,28 @@ class Trainer:
         return {f"{held_name}/{k}": v for k, v in terms.items()}
 
     def report(self, row: dict) -> None:
-        """One progress line every twentieth of the run, and any warning at once."""
+        """One progress line every twentieth of the run (every epoch when the output is no terminal and
+        so has no progress bar), and any warning at once."""
         t = self.cfg.train
         for warning in row.get("warnings", []):
             print(f"warning, epoch {self.epoch}: {warning}", flush=True)
-        if t.progress and (self.epoch % max(1, t.epochs // 20) == 0 or self.epoch == t.epochs):
+        every = max(1, t.epochs // 20) if sys.stderr.isatty() else 1
+        if t.progress and (self.epoch % every == 0 or self.epoch == t.epochs):
             values = [(k, v) for k, v in row.items() if "/" in k and isinstance(v, (int, float))]
             text = "".join(f"  {k} {v:9.3f}" for k, v in values[:4])
             print(f"epoch {self.epoch:4d}{text}  {row['images_per_s']:8.0f} img/s", flush=True)
 
     def fit(self) -> Path | None:
         """Train until cfg.train.epochs, monitoring, logging and checkpointing each epoch."""
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            if not self.save:
+                raise
+            raise TrainingInterrupted(f"interrupted in epoch {self.epoch + 1}{self._last_good()}; go on with: "
+                                      f"vaekit train --resume {self.run_dir}") from None
+
+    def _fit(self) -> Path | None:
         t = self.cfg.train
         if self.step == 0:  # a fresh run: its draws must not depend on what ran since __init__
             torch.manual_seed(t.seed)
@@ -256,10 +338,14 @@ class Trainer:
             row.update(self.held_out_row())
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row}
-            if self.family.diagnose is not None and (warnings := self.family.diagnose([*self.history, row])):
+            warnings = self.exploding(row) + (self.family.diagnose([*self.history, row]) if self.family.diagnose else [])
+            if warnings:
                 row["warnings"] = warnings
             self.log(row)
             self.report(row)
+            broken = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+            if broken:  # before the checkpoint: the last one written stays the last good one
+                raise TrainingDiverged(f"non-finite {', '.join(broken)} at epoch {self.epoch}{self._last_good()}")
             if self.family.epoch_end is not None:
                 self.family.epoch_end(self)
             out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes

@@ -33,7 +33,8 @@ class Family:
         define `validate(self)` for value checks.
     build(section, spec) -> nn.Module: the model for data described by a DataSpec.
     step(state, x) -> {name: per-batch scalar tensor}: one training step that owns its updates
-        (vaekit.train.StepState holds the model, its optimizers, the config and the step count).
+        (vaekit.train.StepState holds the model, its optimizers, the config and the step count); the
+        first metric is the objective, watched for a run that explodes.
     evaluate(model, data, cfg, progress) -> {"results": {name: Result}, ...}: the held-out evaluation.
     monitor(model, x, cfg) -> {name: float}: cheap held-out terms logged every epoch.
     pictures: name -> fn(run_dir, model, data) -> [paths]; `no_pictures` says why a family lacks one.
@@ -44,6 +45,7 @@ class Family:
     presets: name -> values of its section (the key `preset` selects one).
     diagnose(rows) -> [warnings]: a look at the logged rows, this epoch's last (e.g. a GAN's collapse).
     epoch_end(trainer): after each epoch's log row (e.g. a picture from fixed latents).
+    legacy_keys: old key -> its name in the section, for configs saved before families had sections.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Family:
     presets: dict[str, dict] = field(default_factory=dict)
     diagnose: Callable[[list[dict]], list[str]] | None = None
     epoch_end: Callable[..., None] | None = None
+    legacy_keys: dict[str, str] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Family] = {}

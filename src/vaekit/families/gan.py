@@ -95,10 +95,8 @@ def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     real_logits, fake_logits = model.discriminate(x), model.discriminate(fake.detach())
     loss_d = discriminator_loss(real_logits, fake_logits, c.loss).mean()
     minimise(loss_d, state.optimizers["discriminator"], "discriminator loss")
-    metrics = {"loss_d": loss_d.detach(), "value": game_value(real_logits, fake_logits).detach().mean(),
-               "d_accuracy_real": (real_logits.detach() > 0).float().mean(),
-               "d_accuracy_fake": (fake_logits.detach() < 0).float().mean(),
-               "grad_norm_d": grad_norm(model.discriminator)}
+    metrics = {"loss_d": loss_d.detach()}
+    grad_norm_d = grad_norm(model.discriminator)
     if (state.step + 1) % c.d_steps == 0:
         with frozen(model.discriminator):
             loss_g = generator_loss(model.discriminate(fake), c.loss).mean()
@@ -106,6 +104,9 @@ def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
         metrics.update(loss_g=loss_g.detach(), grad_norm_g=grad_norm(model.generator))
         if model.generator_ema is not None:
             model.update_ema()
+    metrics.update(value=game_value(real_logits, fake_logits).detach().mean(),
+                   d_accuracy_real=(real_logits.detach() > 0).float().mean(),
+                   d_accuracy_fake=(fake_logits.detach() < 0).float().mean(), grad_norm_d=grad_norm_d)
     return metrics
 
 

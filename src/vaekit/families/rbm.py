@@ -129,4 +129,5 @@ FAMILY = Family(
     build=build, step=step, evaluate=evaluate, monitor=monitor, init=init, binary_data=lambda c: True,
     pictures=pictures.pick("samples", "chain", "filters", "curves"),
     no_pictures={"reconstructions": "an RBM has no encoder-decoder pair (its chains are drawn by 'sample')",
-                 "interpolations": "an RBM has no latent space to interpolate in"})
+                 "interpolations": "an RBM has no latent space to interpolate in"},
+    legacy_keys={"latent": "num_hidden"})
