@@ -257,6 +257,8 @@ def test_a_checkpoint_that_does_not_fit_its_config_is_one_line(trained, capsys):
     (["--set", "train.adam_eps=-1"], "train.adam_eps"),
     (["--seed", "1e20"], "train.seed: expected int"),
     (["--seed", str(2**70)], "train.seed: expected an integer in [0, 2**63)"),
+    (["--epochs", "many"], "train.epochs: expected int, got str 'many' (--epochs sets train.epochs)"),
+    (["--hidden", "8,x"], "(--hidden sets vae.hidden)"),
 ])
 def test_bad_values_are_one_line(tmp_path, capsys, argv, needle):
     assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "r"), *argv]) == 2

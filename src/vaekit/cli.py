@@ -74,10 +74,15 @@ def _family_name(args: argparse.Namespace, base: dict) -> str:
 def config_from_args(args: argparse.Namespace, base: dict | None = None) -> configlib.RunConfig:
     base = configlib.read_toml(args.config) if base is None else base
     family = _family_name(args, base)
-    given = [(flag, getattr(args, flag[2:].replace("-", "_"))) for flag in CONFIG_FLAGS]
-    overrides = [_override(flag, value, family) for flag, value in given if value is not None]
+    given = [(flag, value) for flag in CONFIG_FLAGS if (value := getattr(args, flag[2:].replace("-", "_"))) is not None]
+    overrides = [_override(flag, value, family) for flag, value in given]
     overrides += args.set + (["train.progress=false"] if args.no_progress else [])
-    return configlib.from_dict(configlib.apply_overrides(base, overrides))
+    try:
+        return configlib.from_dict(configlib.apply_overrides(base, overrides))
+    except configlib.ConfigError as e:  # name the flag the user typed beside the key it sets
+        keys = {_override(flag, value, family).split("=")[0]: flag for flag, value in given}
+        blamed = [f"{flag} sets {key}" for key, flag in keys.items() if str(e).startswith(key)]
+        raise configlib.ConfigError(f"{e}" + (f" ({blamed[0]})" if blamed else "")) from None
 
 
 def cmd_train(args):

@@ -116,7 +116,8 @@ def restore_rng(states: dict[str, torch.Tensor], loader: Loader) -> None:
 
 
 
-EXPLODING = 100.0  # an objective this many times its size at the start: warned about
+EXPLODING = 100.0  # an objective this many times its size at the start (at least EXPLODING_FLOOR): warned about
+EXPLODING_FLOOR = 10.0
 
 
 def finite_or_null(row: dict) -> dict:
@@ -290,10 +291,11 @@ class Trainer:
             return []
         name, start = next(iter(self.initial.items()))
         value = row.get(f"train/{name}")
-        if value is None or not math.isfinite(start) or abs(value) <= EXPLODING * max(1.0, abs(start)):
+        scale = max(EXPLODING_FLOOR, abs(start))  # an objective near 0 at the start (a CD gap) may still wander
+        if value is None or not math.isfinite(start) or abs(value) <= EXPLODING * scale:
             return []
-        return [f"train/{name} is {value:.3g}, {abs(value) / max(1.0, abs(start)):.0f} times its size before the first "
-                f"update ({start:.3g}): the optimisation is exploding (a smaller train.lr?)"]
+        return [f"train/{name} is {value:.3g}, {abs(value) / scale:.0f} times the size of its start ({start:.3g}): "
+                "the optimisation is exploding (a smaller train.lr?)"]
 
     def held_out_row(self) -> dict[str, float]:
         """The family's held-out monitor on validation data (test data when there is none: logged for

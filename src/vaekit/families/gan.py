@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -187,7 +188,7 @@ def evaluate(model: GAN, data, cfg, progress: bool = True) -> dict:
     if data.train.y is None:
         return {"note": note + " (no labels: no classifier check)", "results": {}}
     with torch.enable_grad():  # trained here on first use, then read from the cache
-        net, info = classifier.load_or_train_classifier(data.train, progress=progress)
+        net, info = classifier.load_or_train_classifier(data.train, progress=progress and sys.stderr.isatty())
     accuracy = classifier.accuracy(net, data.test)
     with seeded_stream(e.seed, data.test.x.device):
         generated = torch.cat([model.sample(min(e.batch_size * 10, e.quality_samples - i))
