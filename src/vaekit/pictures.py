@@ -13,7 +13,7 @@ from . import plots
 from .runs import Splits
 
 
-def _scale(image_shape) -> int:
+def scale_for(image_shape) -> int:
     """Upscale small images (8x8 digits) so a grid is readable."""
     return max(1, 56 // max(image_shape[1:]))
 
@@ -26,7 +26,7 @@ def _images(x: torch.Tensor, image_shape) -> torch.Tensor:
 def samples(model, image_shape, path: Path, num_samples: int = 64, seed: int = 0) -> Path:
     """Means of p(x|z), z ~ p(z)."""
     torch.manual_seed(seed)
-    return plots.save_image_grid(_images(model.sample(num_samples), image_shape), path, scale=_scale(image_shape))
+    return plots.save_image_grid(_images(model.sample(num_samples), image_shape), path, scale=scale_for(image_shape))
 
 
 @torch.no_grad()
@@ -37,7 +37,7 @@ def reconstructions(model, x: torch.Tensor, image_shape, path: Path, num_images:
     nrow = min(8, x.shape[0])
     rows = [t for i in range(0, x.shape[0], nrow) for t in (x[i:i + nrow], rec[i:i + nrow])]
     labels = ["input", "recon."] * (len(rows) // 2)
-    return plots.save_image_grid(_images(torch.cat(rows), image_shape), path, nrow=nrow, scale=_scale(image_shape),
+    return plots.save_image_grid(_images(torch.cat(rows), image_shape), path, nrow=nrow, scale=scale_for(image_shape),
                                  row_labels=labels)
 
 
@@ -49,7 +49,7 @@ def interpolations(model, x: torch.Tensor, image_shape, path: Path, num_pairs: i
     t = torch.linspace(0, 1, num_steps, device=z.device)[None, :, None]  # [1, S, 1]
     path_z = (1 - t) * z0[:, None] + t * z1[:, None]  # [P, S, L]
     images = model.decode_mean(path_z.reshape(-1, z.shape[1])).reshape(z0.shape[0], num_steps, -1)
-    return plots.plot_interpolation(images.cpu(), path, scale=_scale(image_shape), image_shape=tuple(image_shape))
+    return plots.plot_interpolation(images.cpu(), path, scale=scale_for(image_shape), image_shape=tuple(image_shape))
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def latent_space(model, test, path_manifold: Path, path_scatter: Path) -> list[P
     decode = lambda z: model.decode_mean(z.to(device)).clamp(0, 1).cpu()
     z = model.encode_mean(test.x).cpu()
     small = max(test.image_shape[1:]) < 16  # 8x8 digits fill their frame: separate the tiles
-    return [plots.plot_latent_manifold(decode, test.image_shape, path_manifold, scale=_scale(test.image_shape),
+    return [plots.plot_latent_manifold(decode, test.image_shape, path_manifold, scale=scale_for(test.image_shape),
                                        padding=int(small)),
             plots.plot_latent_scatter(z, None if test.y is None else test.y.cpu(), path_scatter,
                                       title="test encodings E_q[z|x]")]
@@ -114,7 +114,7 @@ def gibbs_chain(model, x: torch.Tensor, image_shape, path: Path, num_chains: int
         v = model.gibbs(v, sweeps_per_frame)
         frames.append(model.visible_given_hidden(model.hidden_given_visible(v).sample()).mean)
     images = torch.stack(frames, dim=1).cpu()  # [P, S, D]
-    return plots.plot_interpolation(images, path, scale=_scale(image_shape), image_shape=tuple(image_shape))
+    return plots.plot_interpolation(images, path, scale=scale_for(image_shape), image_shape=tuple(image_shape))
 
 
 @torch.no_grad()
@@ -123,7 +123,7 @@ def filters(model, image_shape, path: Path, num_filters: int = 100) -> Path:
     w = model.weight.T[:num_filters]  # [H, V]
     low, high = w.min(dim=1, keepdim=True).values, w.max(dim=1, keepdim=True).values
     return plots.save_image_grid(_images((w - low) / (high - low).clamp_min(1e-12), image_shape), path,
-                                 scale=_scale(image_shape))
+                                 scale=scale_for(image_shape))
 
 
 @torch.no_grad()
@@ -138,7 +138,7 @@ def prior_interpolations(model, image_shape, path: Path, num_pairs: int = 8, num
     t = torch.linspace(0, 1, num_steps, device=z.device)[None, :, None]  # [1, S, 1]
     path_z = (1 - t) * z0[:, None] + t * z1[:, None]  # [P, S, L]
     images = model.decode_mean(path_z.reshape(-1, z.shape[1])).reshape(num_pairs, num_steps, -1)
-    return plots.plot_interpolation(images.clamp(0, 1).cpu(), path, scale=_scale(image_shape),
+    return plots.plot_interpolation(images.clamp(0, 1).cpu(), path, scale=scale_for(image_shape),
                                     image_shape=tuple(image_shape))
 
 

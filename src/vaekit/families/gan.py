@@ -161,7 +161,7 @@ def epoch_end(trainer) -> None:
     model, shape = trainer.model, trainer.spec.image_shape
     images = model.decode_mean(fixed_latents(model, trainer.cfg.eval.seed)).cpu().reshape(-1, *shape)
     path = trainer.run_dir / "pictures" / "progress" / f"epoch_{trainer.epoch:04d}.png"
-    plots.save_image_grid(images, path, scale=max(1, 56 // max(shape[1:])))
+    plots.save_image_grid(images, path, scale=pictures.scale_for(shape))
 
 
 def _share(name: str, value: float, n: int, estimator: str) -> Result:
