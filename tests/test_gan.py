@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vaekit.models.gan import GAN, discriminator_loss, game_value, generator_loss
+from vaekit.models.gan import GAN, CodedPrior, code_cross_entropy, discriminator_loss, game_value, generator_loss
 from vaekit.nets import ConvDiscriminator, ConvGenerator, conv_stages
 
 LOGITS = [0.0, 2.0, -3.0]
@@ -158,3 +158,45 @@ def test_sample_leaves_running_statistics_and_modes(ema, training):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
     assert all(m.training == training for m in model.modules())
+
+
+def test_code_cross_entropy_by_hand():
+    """-log Q(c | x) with Q = softmax(logits) and c the one-hot tail of the latents."""
+    logits = torch.tensor([[0.0, 0.0, 0.0], [2.0, -1.0, 0.5]])
+    latents = torch.tensor([[0.3, -1.2, 0.0, 1.0, 0.0], [9.0, 9.0, 0.0, 0.0, 1.0]])  # z of 2, then c
+    softmax = lambda row, k: math.exp(row[k]) / sum(math.exp(v) for v in row)
+    expected = [-math.log(softmax([0.0, 0.0, 0.0], 1)), -math.log(softmax([2.0, -1.0, 0.5], 2))]
+    torch.testing.assert_close(code_cross_entropy(logits, latents), torch.tensor(expected))
+    assert expected[0] == pytest.approx(math.log(3))  # Q knows nothing: the bound log K - CE is 0
+    with pytest.raises(ValueError, match=r"\[B, K\] and \[B, L \+ K\]"):
+        code_cross_entropy(logits, latents[:1])
+
+
+def test_coded_prior_samples_one_hot_codes_uniformly_and_scores_them():
+    prior = CodedPrior(torch.zeros(3), torch.ones(3), 4)
+    torch.manual_seed(0)
+    v = prior.sample((40000,))
+    assert v.shape == (40000, 7) and prior.event_shape == (7,)
+    codes = v[:, 3:]
+    assert torch.all(codes.sum(1) == 1) and torch.all((codes == 0) | (codes == 1))
+    torch.testing.assert_close(codes.mean(0), torch.full((4,), 0.25), atol=0.01, rtol=0)
+    torch.testing.assert_close(v[:, :3].std(0), torch.ones(3), atol=0.02, rtol=0)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    expected = normal.log_prob(v[:5, :3]).sum(-1) - math.log(4)
+    torch.testing.assert_close(prior.log_prob(v[:5]), expected)
+
+
+@pytest.mark.parametrize("architecture", ["conv", "mlp"])
+def test_gan_with_a_code_reads_it_and_answers_q(architecture):
+    model = GAN(64, (1, 8, 8), latent=4, architecture=architecture, width=8, hidden=[16], categories=3)
+    z = model.latents(5)
+    assert z.shape == (5, 7) and torch.all(z[:, 4:].sum(1) == 1)
+    assert model.generate(z).shape == (5, 64) and model.sample(6).shape == (6, 64)
+    logits, code_logits = model.discriminate_code(model.generate(z))
+    assert logits.shape == (5,) and code_logits.shape == (5, 3)
+    torch.testing.assert_close(model.discriminate(model.generate(z)), logits)
+    assert model.prior().sample((2,)).shape == (2, 7)
+    plain = GAN(64, (1, 8, 8), latent=4, width=8)
+    assert plain.latents(5).shape == (5, 4) and plain.discriminate_code(plain.generate(plain.latents(5)))[1].shape == (5, 0)
+    with pytest.raises(ValueError, match="categories: expected 0 .* >= 2, got 1"):
+        GAN(64, (1, 8, 8), latent=4, width=8, categories=1)

@@ -18,7 +18,8 @@ import torch
 
 from .. import classifier, pictures, plots
 from ..config import ConfigError, check_choice, check_positive
-from ..models.gan import LOSSES, GAN, discriminator_loss, evaluating, game_value, generator_loss
+from ..models.gan import (LOSSES, GAN, code_cross_entropy, discriminator_loss, evaluating, game_value,
+                          generator_loss)
 from ..nets import conv_stages
 from ..results import Result, flat
 from ..runs import seeded_stream
@@ -40,11 +41,18 @@ class GANConfig:
     d_steps: int = 1  # discriminator steps per generator step
     ema: float = 0.0  # > 0: decay of the generator's moving average (e.g. 0.999), the one sampled
     spectral_norm: bool = False  # spectral normalisation of every discriminator layer (Miyato et al. 2018)
+    categories: int = 0  # > 0: an InfoGAN code c ~ Uniform{1..K} beside z, recovered by a head Q(c | x)
+    info_weight: float = 1.0  # weight of the code's cross-entropy -log Q(c | G(z, c)) in both losses
 
     def validate(self) -> None:
         check_choice(self.architecture, ("auto", "conv", "mlp"), "gan.architecture")
         check_choice(self.loss, LOSSES, "gan.loss")
         check_positive(self, "gan", ("latent", "width", "hidden", "d_steps"))
+        if self.categories < 0 or self.categories == 1:
+            raise ConfigError(f"gan.categories: expected 0 (no code) or a number of categories >= 2, "
+                              f"got {self.categories}")
+        if self.info_weight < 0:
+            raise ConfigError(f"gan.info_weight: expected a weight >= 0, got {self.info_weight}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"gan.ema: expected a decay in [0, 1) (0: no average), got {self.ema}")
 
@@ -62,7 +70,7 @@ def architecture(c: GANConfig, spec) -> str:
 
 def build(c: GANConfig, spec) -> GAN:
     return GAN(spec.num_dims, spec.image_shape, c.latent, architecture(c, spec), c.width, list(c.hidden),
-               c.spectral_norm, c.ema)
+               c.spectral_norm, c.ema, c.categories)
 
 
 def grad_norm(module: torch.nn.Module) -> torch.Tensor:
@@ -85,22 +93,33 @@ def frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
+def code_loss(model: GAN, code_logits: torch.Tensor, z: torch.Tensor, weight: float) -> torch.Tensor:
+    """weight * mean -log Q(c | G(z, c)) with a code (InfoGAN), else 0."""
+    return weight * code_cross_entropy(code_logits, z).mean() if model.categories else code_logits.new_zeros(())
+
+
 def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """One discriminator update on x [B, D] and B generated images, then the generator's update
     against the updated discriminator every gan.d_steps steps (as pytorch/examples' DCGAN: one
     generator forward serves both). Metrics: both losses, the value V, D's accuracy on real and on
-    generated images, both gradient norms."""
+    generated images, both gradient norms; with a code, the bound log K - E[-log Q(c | G(z, c))]
+    on the mutual information I(c; G(z, c)) (log K when Q recovers every code)."""
     model, c = state.model, state.cfg.family
-    z = torch.randn(x.shape[0], model.latent, device=x.device)
+    z = model.latents(x.shape[0])
     fake = model.generate(z, ema=False)
-    real_logits, fake_logits = model.discriminate(x), model.discriminate(fake.detach())
+    real_logits = model.discriminate(x)
+    fake_logits, code_logits = model.discriminate_code(fake.detach())
     loss_d = discriminator_loss(real_logits, fake_logits, c.loss).mean()
-    minimise(loss_d, state.optimizers["discriminator"], "discriminator loss")
+    minimise(loss_d + code_loss(model, code_logits, z, c.info_weight), state.optimizers["discriminator"],
+             "discriminator loss")
     metrics = {"loss_d": loss_d.detach()}
+    if model.categories:
+        metrics["mutual_information"] = math.log(model.categories) - code_cross_entropy(code_logits, z).detach().mean()
     grad_norm_d = grad_norm(model.discriminator)
     if (state.step + 1) % c.d_steps == 0:
         with frozen(model.discriminator):
-            loss_g = generator_loss(model.discriminate(fake), c.loss).mean()
+            fake_logits_g, code_logits_g = model.discriminate_code(fake)
+            loss_g = generator_loss(fake_logits_g, c.loss).mean() + code_loss(model, code_logits_g, z, c.info_weight)
         minimise(loss_g, state.optimizers["generator"], "generator loss")
         metrics.update(loss_g=loss_g.detach(), grad_norm_g=grad_norm(model.generator))
         if model.generator_ema is not None:
@@ -147,11 +166,20 @@ def diagnose(rows: list[dict]) -> list[str]:
     return warnings
 
 
+PROGRESS_COLUMNS = 8  # samples per code in the progress grid
+
+
 @torch.no_grad()
 def fixed_latents(model: GAN, seed: int, num: int = 64) -> torch.Tensor:
-    """The same latents at every epoch, from their own generator: progress pictures are comparable."""
+    """The same latents at every epoch, from their own generator: progress pictures are comparable.
+    With a code: K rows of PROGRESS_COLUMNS, row k all code k, column j all the same z (InfoGAN's
+    figure: a row shows what its code learned)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(num, model.latent, generator=g).to(model.prior_loc.device)
+    if not model.categories:
+        return torch.randn(num, model.latent, generator=g).to(model.prior_loc.device)
+    z = torch.randn(PROGRESS_COLUMNS, model.latent, generator=g).repeat(model.categories, 1)
+    codes = torch.eye(model.categories).repeat_interleave(PROGRESS_COLUMNS, 0)
+    return torch.cat([z, codes], 1).to(model.prior_loc.device)
 
 
 def epoch_end(trainer) -> None:
@@ -161,7 +189,8 @@ def epoch_end(trainer) -> None:
     model, shape = trainer.model, trainer.spec.image_shape
     images = model.decode_mean(fixed_latents(model, trainer.cfg.eval.seed)).cpu().reshape(-1, *shape)
     path = trainer.run_dir / "pictures" / "progress" / f"epoch_{trainer.epoch:04d}.png"
-    plots.save_image_grid(images, path, scale=pictures.scale_for(shape))
+    nrow = PROGRESS_COLUMNS if model.categories else None
+    plots.save_image_grid(images, path, nrow=nrow, scale=pictures.scale_for(shape))
 
 
 def _share(name: str, value: float, n: int, estimator: str) -> Result:
