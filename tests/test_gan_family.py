@@ -26,7 +26,7 @@ def gan_run(tmp_path, **sections):
 
 
 def test_gan_resume_equals_uninterrupted_run(tmp_path):
-    values = gan_run(tmp_path, train={"epochs": 3}, gan={"d_steps": 2, "spectral_norm": True})
+    values = gan_run(tmp_path, train={"epochs": 3}, gan={"d_steps": 2, "spectral_norm": True, "categories": 3})
     full = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "full")}))
     full.fit()
     cut_values = {**values, "out": str(tmp_path / "cut"), "train": {**values["train"], "epochs": 2}}
