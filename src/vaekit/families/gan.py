@@ -93,9 +93,9 @@ def frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def code_loss(model: GAN, code_logits: torch.Tensor, z: torch.Tensor, weight: float) -> torch.Tensor:
-    """weight * mean -log Q(c | G(z, c)) with a code (InfoGAN), else 0."""
-    return weight * code_cross_entropy(code_logits, z).mean() if model.categories else code_logits.new_zeros(())
+def code_term(model: GAN, code_logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The mean of -log Q(c | G(z, c)) over the batch with a code (InfoGAN), else 0."""
+    return code_cross_entropy(code_logits, z).mean() if model.categories else code_logits.new_zeros(())
 
 
 def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -110,16 +110,16 @@ def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     real_logits = model.discriminate(x)
     fake_logits, code_logits = model.discriminate_code(fake.detach())
     loss_d = discriminator_loss(real_logits, fake_logits, c.loss).mean()
-    minimise(loss_d + code_loss(model, code_logits, z, c.info_weight), state.optimizers["discriminator"],
-             "discriminator loss")
+    info_d = code_term(model, code_logits, z)
+    minimise(loss_d + c.info_weight * info_d, state.optimizers["discriminator"], "discriminator loss")
     metrics = {"loss_d": loss_d.detach()}
     if model.categories:
-        metrics["mutual_information"] = math.log(model.categories) - code_cross_entropy(code_logits, z).detach().mean()
+        metrics["mutual_information"] = math.log(model.categories) - info_d.detach()
     grad_norm_d = grad_norm(model.discriminator)
     if (state.step + 1) % c.d_steps == 0:
         with frozen(model.discriminator):
             fake_logits_g, code_logits_g = model.discriminate_code(fake)
-            loss_g = generator_loss(fake_logits_g, c.loss).mean() + code_loss(model, code_logits_g, z, c.info_weight)
+            loss_g = generator_loss(fake_logits_g, c.loss).mean() + c.info_weight * code_term(model, code_logits_g, z)
         minimise(loss_g, state.optimizers["generator"], "generator loss")
         metrics.update(loss_g=loss_g.detach(), grad_norm_g=grad_norm(model.generator))
         if model.generator_ema is not None:
