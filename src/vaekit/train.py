@@ -167,6 +167,8 @@ class Trainer:
             raise ValueError("resume=True needs the run folder (run_dir or cfg.out)")
         self.run_dir = Path(run_dir or cfg.out) if (run_dir or cfg.out) else None
         self.device = resolve_device(t.device)
+        # changed settings are refused before the data are read: a refusal needs no data set at hand
+        saved = self.read_checkpoint() if resume else None
         self.data = prepare_data(cfg, self.device) if data is None else data
         self.loader = Loader(self.data.train, t.batch_size, binarization=cfg.data.binarization,
                              shuffle=True, seed=t.seed, drop_last=False)
@@ -181,7 +183,7 @@ class Trainer:
         self.state = StepState(self.model, self.optimizers, cfg)
         self.epoch, self.initial = 0, {}
         if resume:
-            self.load_checkpoint()
+            self.load_checkpoint(*saved)
         elif save:
             self.run_dir = create_run_dir(self.run_dir, cfg, force)
             configlib.save(cfg, self.run_dir / "config.json")
@@ -203,13 +205,17 @@ class Trainer:
         # config.json follows the checkpoint: a resume's allowed changes become the run's config here
         checkpoint.atomic_write(self.run_dir / "config.json", lambda tmp: configlib.save(self.cfg, tmp))
 
-    def load_checkpoint(self) -> None:
-        """Continue from the run folder's checkpoint: refuse changed settings, record allowed changes
-        in changes.jsonl, drop metrics rows written after the checkpoint, clear interrupted writes."""
+    def read_checkpoint(self) -> tuple[dict, dict, dict]:
+        """(tensor groups, metadata, allowed changes) of the run folder's checkpoint, after clearing
+        interrupted writes; changed settings other than configlib.RESUMABLE are refused here."""
         checkpoint.remove_stale_temporaries(self.run_dir)
         groups, meta = checkpoint.load(self.run_dir, device=self.device)
         saved = configlib.from_dict(configlib.migrate(meta["config"]))
-        changes = configlib.resume_changes(saved, self.cfg)
+        return groups, meta, configlib.resume_changes(saved, self.cfg)
+
+    def load_checkpoint(self, groups: dict, meta: dict, changes: dict) -> None:
+        """Continue from read_checkpoint's result: record allowed changes in changes.jsonl, load the
+        weights, optimizers and random states, drop metrics rows written after the checkpoint."""
         if changes:
             record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "epoch": meta["epoch"], "changes": changes}
             with open(self.run_dir / "changes.jsonl", "a") as f:
