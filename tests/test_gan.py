@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vaekit.models.gan import GAN, CodedPrior, code_cross_entropy, discriminator_loss, game_value, generator_loss
+from vaekit.models.gan import (GAN, CodedPrior, code_cross_entropy, code_information, discriminator_loss, game_value,
+                              generator_loss)
 from vaekit.nets import ConvDiscriminator, ConvGenerator, conv_stages
 
 LOGITS = [0.0, 2.0, -3.0]
@@ -170,6 +171,23 @@ def test_code_cross_entropy_by_hand():
     assert expected[0] == pytest.approx(math.log(3))  # Q knows nothing: the bound log K - CE is 0
     with pytest.raises(ValueError, match=r"\[B, K\] and \[B, L \+ K\]"):
         code_cross_entropy(logits, latents[:1])
+
+
+def test_code_information_by_hand():
+    """H(mean_b q_b) - mean_b H(q_b) for q_b = softmax(logits_b): 0 when Q says the same for every image,
+    log K for certain, equally common groups, and in between by the formula."""
+    entropy = lambda q: -sum(p * math.log(p) for p in q if p > 0)
+    softmax = lambda row: [math.exp(v) / sum(math.exp(u) for u in row) for v in row]
+    rows = [[1.0, 0.0, -1.0], [0.0, 2.0, 0.5], [0.3, 0.3, 0.3], [-2.0, 0.0, 1.0]]
+    q = [softmax(r) for r in rows]
+    marginal = [sum(col) / len(q) for col in zip(*q)]
+    expected = entropy(marginal) - sum(entropy(p) for p in q) / len(q)
+    assert float(code_information(torch.tensor(rows))) == pytest.approx(expected, rel=1e-5)
+    assert float(code_information(torch.tensor([[1.0, 2.0, 3.0]] * 4))) == pytest.approx(0.0, abs=1e-6)
+    certain = 50.0 * torch.eye(4).repeat(3, 1)  # 12 images, 3 per group, each group certain
+    assert float(code_information(certain)) == pytest.approx(math.log(4), abs=1e-5)
+    with pytest.raises(ValueError, match=r"code_logits: expected \[B, K\] with K >= 2"):
+        code_information(torch.zeros(5))
 
 
 def test_coded_prior_samples_one_hot_codes_uniformly_and_scores_them():

@@ -18,8 +18,8 @@ import torch
 
 from .. import classifier, pictures, plots
 from ..config import ConfigError, check_choice, check_positive
-from ..models.gan import (LOSSES, GAN, code_cross_entropy, discriminator_loss, evaluating, game_value,
-                          generator_loss)
+from ..models.gan import (LOSSES, GAN, code_cross_entropy, code_information, discriminator_loss, evaluating,
+                          game_value, generator_loss)
 from ..nets import conv_stages
 from ..results import Result, flat
 from ..runs import seeded_stream
@@ -43,6 +43,7 @@ class GANConfig:
     spectral_norm: bool = False  # spectral normalisation of every discriminator layer (Miyato et al. 2018)
     categories: int = 0  # > 0: an InfoGAN code c ~ Uniform{1..K} beside z, recovered by a head Q(c | x)
     info_weight: float = 1.0  # weight of the code's cross-entropy -log Q(c | G(z, c)) in both losses
+    real_info_weight: float = 0.0  # weight of I_Q(c; x) on real images in D's loss: Q sorts them into K groups
 
     def validate(self) -> None:
         check_choice(self.architecture, ("auto", "conv", "mlp"), "gan.architecture")
@@ -51,8 +52,12 @@ class GANConfig:
         if self.categories < 0 or self.categories == 1:
             raise ConfigError(f"gan.categories: expected 0 (no code) or a number of categories >= 2, "
                               f"got {self.categories}")
-        if self.info_weight < 0:
-            raise ConfigError(f"gan.info_weight: expected a weight >= 0, got {self.info_weight}")
+        for key in ("info_weight", "real_info_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"gan.{key}: expected a weight >= 0, got {getattr(self, key)}")
+        if self.real_info_weight and not self.categories:
+            raise ConfigError(f"gan.real_info_weight = {self.real_info_weight} needs a code to sort the real images "
+                              "into: set gan.categories >= 2")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"gan.ema: expected a decay in [0, 1) (0: no average), got {self.ema}")
 
@@ -103,18 +108,22 @@ def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     against the updated discriminator every gan.d_steps steps (as pytorch/examples' DCGAN: one
     generator forward serves both). Metrics: both losses, the value V, D's accuracy on real and on
     generated images, both gradient norms; with a code, the bound log K - E[-log Q(c | G(z, c))]
-    on the mutual information I(c; G(z, c)) (log K when Q recovers every code)."""
+    on the mutual information I(c; G(z, c)) (log K when Q recovers every code) and Q's I_Q(c; x) on
+    the real batch (log K when it sorts them into K equal, certain groups)."""
     model, c = state.model, state.cfg.family
     z = model.latents(x.shape[0])
     fake = model.generate(z, ema=False)
-    real_logits = model.discriminate(x)
+    real_logits, real_code_logits = model.discriminate_code(x)
     fake_logits, code_logits = model.discriminate_code(fake.detach())
     loss_d = discriminator_loss(real_logits, fake_logits, c.loss).mean()
     info_d = code_term(model, code_logits, z)
-    minimise(loss_d + c.info_weight * info_d, state.optimizers["discriminator"], "discriminator loss")
+    info_real = code_information(real_code_logits) if model.categories else loss_d.new_zeros(())
+    minimise(loss_d + c.info_weight * info_d - c.real_info_weight * info_real,
+             state.optimizers["discriminator"], "discriminator loss")
     metrics = {"loss_d": loss_d.detach()}
     if model.categories:
-        metrics["mutual_information"] = math.log(model.categories) - info_d.detach()
+        metrics.update(mutual_information=math.log(model.categories) - info_d.detach(),
+                       real_code_information=info_real.detach())
     grad_norm_d = grad_norm(model.discriminator)
     if (state.step + 1) % c.d_steps == 0:
         with frozen(model.discriminator):

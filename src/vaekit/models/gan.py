@@ -16,7 +16,11 @@ Q(c | x); both players also minimise the cross-entropy -log Q(c | G(z, c)), whic
 log K - E[-log Q(c | G(z, c))] a lower bound on the mutual information I(c; G(z, c)) (eq. 4 there).
 Without labels the code tends to pick the data's discrete factor (the digit class on MNIST), so the
 generator no longer has to spread a continuous z across separate classes, where the images between
-two classes are neither.
+two classes are neither. Tending is not always doing: several codes can settle on one class and
+style (InfoGAN's own caveat). Q can also be asked to sort the real images into K confident and
+equally common groups by maximising its mutual information with them, H(E_x Q(c|x)) - E_x H(Q(c|x))
+(regularised information maximisation, Krause et al. 2010; Hu et al. 2017); the groups of real
+images are then the classes the codes have to share out.
 
 There is no density: the model has no log_weights, only samples.
 """
@@ -93,6 +97,21 @@ def code_cross_entropy(code_logits: torch.Tensor, latents: torch.Tensor) -> torc
         raise ValueError(f"code_logits {tuple(code_logits.shape)} and latents {tuple(latents.shape)}: expected "
                          f"[B, K] and [B, L + K] with the one-hot code in the last K columns")
     return F.cross_entropy(code_logits, latents[:, -num_categories:].argmax(-1), reduction="none")
+
+
+def code_information(code_logits: torch.Tensor) -> torch.Tensor:
+    """I_Q(c; x) = H(mean_b Q(c | x_b)) - mean_b H(Q(c | x_b)) from Q's logits [B, K] on a batch of
+    images: the mutual information between the images and the code Q assigns them (Krause et al. 2010,
+    eq. 3; IMSAT, Hu et al. 2017). 0 when Q says the same for every image, log K when it puts each
+    image in one group with certainty and every group holds 1/K of the batch. A batch statistic (the
+    marginal needs the whole batch): a scalar, not per example."""
+    if code_logits.dim() != 2 or code_logits.shape[-1] < 2:
+        raise ValueError(f"code_logits: expected [B, K] with K >= 2 groups, got {tuple(code_logits.shape)}")
+    log_q = F.log_softmax(code_logits, -1)
+    q = log_q.exp()
+    marginal = q.mean(0)
+    marginal_entropy = -(marginal * marginal.clamp_min(torch.finfo(q.dtype).tiny).log()).sum()
+    return marginal_entropy + (q * log_q).sum(-1).mean()
 
 
 class CodedPrior(Distribution):
