@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vaekit.models.gan import (GAN, CodedPrior, code_cross_entropy, code_information, discriminator_loss, game_value,
-                              generator_loss)
+from vaekit.models import gan as gan_model
+from vaekit.models.gan import (GAN, CodedPrior, code_consistency, code_cross_entropy, code_information, discriminator_loss,
+                              game_value, generator_loss, random_affine)
 from vaekit.nets import ConvDiscriminator, ConvGenerator, conv_stages
 
 LOGITS = [0.0, 2.0, -3.0]
@@ -188,6 +189,35 @@ def test_code_information_by_hand():
     assert float(code_information(certain)) == pytest.approx(math.log(4), abs=1e-5)
     with pytest.raises(ValueError, match=r"code_logits: expected \[B, K\] with K >= 2"):
         code_information(torch.zeros(5))
+
+
+def test_code_consistency_by_hand_and_its_gradient_reaches_only_the_moved_images():
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    moved = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0]], requires_grad=True)
+    p = lambda row: [math.exp(v) / sum(math.exp(u) for u in row) for v in row]
+    kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(p(a), p(b)))
+    expected = torch.tensor([kl([1.0, 0.0, -1.0], [0.0, 0.0, 0.0]), 0.0])
+    value = code_consistency(logits.requires_grad_(), moved)
+    torch.testing.assert_close(value, expected)
+    value.sum().backward()
+    assert logits.grad is None and moved.grad[0].abs().sum() > 0 and moved.grad[1].abs().sum() == 0
+    with pytest.raises(ValueError, match=r"same shape \[B, K\]"):
+        code_consistency(logits, moved[:1])
+
+
+def test_random_affine_moves_within_its_ranges(monkeypatch):
+    """Bilinear resampling keeps grey levels in [0, 1]; with zero ranges it is the identity; a single lit
+    pixel moves by at most the shift plus what rotation and scaling do at its distance from the centre."""
+    images = torch.rand(6, 1, 28, 28)
+    moved = random_affine(images)
+    assert moved.shape == images.shape and moved.min() >= 0 and moved.max() <= 1 and not torch.equal(moved, images)
+    dot = torch.zeros(200, 1, 28, 28)
+    dot[:, 0, 13:15, 13:15] = 1.0  # at the centre: rotation and scale barely move it
+    centre = lambda x: (x[:, 0].sum(1) * torch.arange(28.0)).sum(1) / x[:, 0].sum((1, 2))
+    assert (centre(random_affine(dot)) - 13.5).abs().max() <= 28 * gan_model.AFFINE_SHIFT + 0.6
+    for name in ("AFFINE_DEGREES", "AFFINE_SCALE", "AFFINE_SHIFT"):
+        monkeypatch.setattr(gan_model, name, 0.0)
+    torch.testing.assert_close(random_affine(images), images)
 
 
 def test_coded_prior_samples_one_hot_codes_uniformly_and_scores_them():

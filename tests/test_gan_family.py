@@ -26,7 +26,8 @@ def gan_run(tmp_path, **sections):
 
 
 def test_gan_resume_equals_uninterrupted_run(tmp_path):
-    values = gan_run(tmp_path, train={"epochs": 3}, gan={"d_steps": 2, "spectral_norm": True, "categories": 3})
+    values = gan_run(tmp_path, train={"epochs": 3}, gan={"d_steps": 2, "spectral_norm": True, "categories": 3,
+                                                         "real_info_weight": 1.0, "augment_weight": 1.0})
     full = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "full")}))
     full.fit()
     cut_values = {**values, "out": str(tmp_path / "cut"), "train": {**values["train"], "epochs": 2}}
@@ -161,3 +162,14 @@ def test_real_information_sorts_real_images_into_the_codes_groups(tmp_path):
     assert 0.5 * math.log(3) < sorted_ <= math.log(3) + 1e-6 and sorted_ > 1.5 * unsorted
     with pytest.raises(configlib.ConfigError, match="real_info_weight = 1.0 needs a code"):
         configlib.from_dict(gan_run(tmp_path, gan={"real_info_weight": 1.0}))
+
+
+def test_augmented_consistency_is_logged_and_needs_images(tmp_path):
+    values = gan_run(tmp_path, train={"epochs": 1}, gan={"categories": 3, "augment_weight": 2.0})
+    trainer = Trainer(configlib.from_dict(values))
+    trainer.fit()
+    assert trainer.history[-1]["train/code_consistency"] >= 0
+    with pytest.raises(configlib.ConfigError, match="augment_weight = 1.0 needs a code"):
+        configlib.from_dict(gan_run(tmp_path, gan={"augment_weight": 1.0}))
+    with pytest.raises(configlib.ConfigError, match="needs gan.architecture = 'conv'"):
+        configlib.from_dict(gan_run(tmp_path, gan={"categories": 3, "augment_weight": 1.0, "architecture": "mlp"}))

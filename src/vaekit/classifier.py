@@ -36,7 +36,7 @@ from .data import ImageSet
 
 __all__ = [
     "RECIPE", "Classifier", "build_classifier", "train_classifier", "load_or_train_classifier",
-    "default_cache_dir", "classify", "accuracy", "label_check",
+    "default_cache_dir", "classify", "features", "accuracy", "label_check",
 ]
 
 # The training recipe; it is part of the cache key, so bump "version" whenever the architecture or
@@ -304,6 +304,27 @@ def classify(model: nn.Module, x: torch.Tensor, image_shape: tuple[int, int, int
     device = next(model.parameters()).device
     parts = [model(batch.to(device, torch.float32)).softmax(-1) for batch in x.split(batch_size)]
     return torch.cat(parts).to(x.device)  # split gives one empty part for N = 0: [0, C]
+
+
+@torch.no_grad()
+def features(model: Classifier, x: torch.Tensor, image_shape: tuple[int, int, int],
+             batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [N, F], probs [N, C]) of images x [N, D] in [0, 1]: the activations the classifier's
+    last linear layer reads (its penultimate layer, F = HIDDEN for the conv net, the last MLP width
+    otherwise), the feature space of vaekit.quality's distances, and p(c|x) from the same pass.
+    Eval mode, as classify."""
+    _check_images(x, image_shape, model)
+    model.eval()
+    device = next(model.parameters()).device
+    body, head = nn.Sequential(*list(model)[:-1]), model[-1]
+    feats, probs = [], []
+    for batch in x.split(batch_size):
+        h = body(batch.to(device, torch.float32))
+        feats.append(h)
+        probs.append(head(h).softmax(-1))
+    if not feats:  # N = 0
+        return x.new_zeros(0, head.in_features), x.new_zeros(0, head.out_features)
+    return torch.cat(feats).to(x.device), torch.cat(probs).to(x.device)
 
 
 def accuracy(model: nn.Module, data: ImageSet) -> float:

@@ -6,6 +6,8 @@
     vaekit evaluate RUN              importance-sampled test log-likelihood, ELBO, IWAE bounds
     vaekit evaluate RUN --gap        log p(x) - ELBO, split into approximation and amortisation gaps
     vaekit sample|reconstruct|interpolate RUN    PNG grids in RUN/pictures/
+    vaekit quality RUN               sample quality: Fréchet and kernel distances, precision, recall, ...
+    vaekit quality --floor --data mnist          the same for real training images (the floor)
 """
 
 from __future__ import annotations
@@ -164,6 +166,37 @@ def picture_command(which: str):
     return cmd
 
 
+def cmd_quality(args) -> None:
+    from . import yardstick
+    from .results import format_line, from_json
+    if (args.run is not None) == (args.floor or args.build_features):
+        raise ValueError("quality: expected a RUN folder, or --floor / --build-features with --data (not both)")
+    if args.run is not None:
+        report = yardstick.run_quality(args.run, args.num_samples, args.device, progress=not args.no_progress)
+        print(f"sample quality of {args.run} [{report['data']}, {report['num_samples']} samples against "
+              f"{report['reference']}, {report['seconds']} s]")
+        results = from_json(report["results"])
+    else:
+        results = _data_quality(args)
+    for name, r in results.items():
+        print(format_line(name, r))
+    if args.run is not None:
+        print(f"wrote {Path(args.run) / 'quality.json'}")
+
+
+def _data_quality(args) -> dict:
+    """--build-features: the feature network and its test accuracy; --floor: the real training images scored."""
+    from . import yardstick
+    from .data import load_dataset
+    sets = load_dataset(args.data, args.data_dir)
+    net, info = yardstick.feature_network(sets["train"], progress=not args.no_progress)
+    print(f"feature network of {args.data}: {'read from' if info['loaded'] else 'trained, saved to'} {info['path']} "
+          f"(sha256 {info['weights_sha256'][:16]}...)")
+    if args.floor:
+        return yardstick.floor(sets["train"], sets["test"], args.num_samples)
+    return {"feature_accuracy": yardstick.feature_accuracy(net, sets["test"])}
+
+
 COMMANDS = {
     "run": (cmd_run, "train, evaluate and draw pictures in one go"),
     "train": (cmd_train, "train a model"),
@@ -171,6 +204,7 @@ COMMANDS = {
     "sample": (picture_command("samples"), "samples of a run (and, for a 2-D latent, its latent space)"),
     "reconstruct": (picture_command("reconstructions"), "test images beside their reconstructions"),
     "interpolate": (picture_command("interpolations"), "decoded interpolations between test images"),
+    "quality": (cmd_quality, "sample quality of a run in a classifier's feature space (any family)"),
 }
 
 
@@ -189,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
             else:
                 p.set_defaults(resume=None)
+        elif name == "quality":
+            p.add_argument("run", nargs="?", help="run folder written by vaekit train")
+            p.add_argument("--num-samples", type=int, help="images to score (default: the run's eval.quality_samples; "
+                                                           "--floor: 10000 training images)")
+            p.add_argument("--floor", action="store_true", help="score real training images instead of a model's")
+            p.add_argument("--build-features", action="store_true",
+                           help="train (or find in the cache) the data set's feature network and print its accuracy")
+            p.add_argument("--data", default="digits", help="data set for --floor / --build-features")
+            p.add_argument("--data-dir", help="folder of the data set's files (mnist, fashion-mnist)")
+            p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+            p.add_argument("--no-progress", action="store_true")
         else:
             p.add_argument("run", help="run folder written by vaekit train")
             p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -18,8 +18,8 @@ import torch
 
 from .. import classifier, pictures, plots
 from ..config import ConfigError, check_choice, check_positive
-from ..models.gan import (LOSSES, GAN, code_cross_entropy, code_information, discriminator_loss, evaluating,
-                          game_value, generator_loss)
+from ..models.gan import (LOSSES, GAN, code_consistency, code_cross_entropy, code_information, discriminator_loss,
+                          evaluating, game_value, generator_loss, random_affine)
 from ..nets import conv_stages
 from ..results import Result, flat
 from ..runs import seeded_stream
@@ -44,6 +44,7 @@ class GANConfig:
     categories: int = 0  # > 0: an InfoGAN code c ~ Uniform{1..K} beside z, recovered by a head Q(c | x)
     info_weight: float = 1.0  # weight of the code's cross-entropy -log Q(c | G(z, c)) in both losses
     real_info_weight: float = 0.0  # weight of I_Q(c; x) on real images in D's loss: Q sorts them into K groups
+    augment_weight: float = 0.0  # weight of KL(Q(c|x) || Q(c|T x)) for random affine T in D's loss (conv only)
 
     def validate(self) -> None:
         check_choice(self.architecture, ("auto", "conv", "mlp"), "gan.architecture")
@@ -52,12 +53,16 @@ class GANConfig:
         if self.categories < 0 or self.categories == 1:
             raise ConfigError(f"gan.categories: expected 0 (no code) or a number of categories >= 2, "
                               f"got {self.categories}")
-        for key in ("info_weight", "real_info_weight"):
+        for key in ("info_weight", "real_info_weight", "augment_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"gan.{key}: expected a weight >= 0, got {getattr(self, key)}")
-        if self.real_info_weight and not self.categories:
-            raise ConfigError(f"gan.real_info_weight = {self.real_info_weight} needs a code to sort the real images "
-                              "into: set gan.categories >= 2")
+        for key in ("real_info_weight", "augment_weight"):
+            if getattr(self, key) and not self.categories:
+                raise ConfigError(f"gan.{key} = {getattr(self, key)} needs a code to sort the real images into: "
+                                  "set gan.categories >= 2")
+        if self.augment_weight and self.architecture == "mlp":
+            raise ConfigError(f"gan.augment_weight = {self.augment_weight} rotates and shifts images: it needs "
+                              "gan.architecture = 'conv' (or 'auto' on image data)")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"gan.ema: expected a decay in [0, 1) (0: no average), got {self.ema}")
 
@@ -74,6 +79,9 @@ def architecture(c: GANConfig, spec) -> str:
 
 
 def build(c: GANConfig, spec) -> GAN:
+    if c.augment_weight and architecture(c, spec) != "conv":
+        raise ConfigError(f"gan.augment_weight = {c.augment_weight} rotates and shifts images, but data of shape "
+                          f"{'x'.join(map(str, spec.image_shape))} get the MLP networks: set gan.augment_weight = 0")
     return GAN(spec.num_dims, spec.image_shape, c.latent, architecture(c, spec), c.width, list(c.hidden),
                c.spectral_norm, c.ema, c.categories)
 
@@ -103,6 +111,16 @@ def code_term(model: GAN, code_logits: torch.Tensor, z: torch.Tensor) -> torch.T
     return code_cross_entropy(code_logits, z).mean() if model.categories else code_logits.new_zeros(())
 
 
+def invariance_term(model: GAN, c: GANConfig, x: torch.Tensor, code_logits: torch.Tensor) -> torch.Tensor:
+    """The mean of KL(Q(c | x) || Q(c | T(x))) over real images x [B, D] moved by random affine maps T
+    (gan.augment_weight > 0; one more discriminator pass), else 0."""
+    if not c.augment_weight:
+        return code_logits.new_zeros(())
+    images = x.reshape(-1, *model.image_shape)
+    _, moved_logits = model.discriminate_code(random_affine(images).flatten(1))
+    return code_consistency(code_logits, moved_logits).mean()
+
+
 def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """One discriminator update on x [B, D] and B generated images, then the generator's update
     against the updated discriminator every gan.d_steps steps (as pytorch/examples' DCGAN: one
@@ -118,12 +136,15 @@ def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     loss_d = discriminator_loss(real_logits, fake_logits, c.loss).mean()
     info_d = code_term(model, code_logits, z)
     info_real = code_information(real_code_logits) if model.categories else loss_d.new_zeros(())
-    minimise(loss_d + c.info_weight * info_d - c.real_info_weight * info_real,
+    consistency = invariance_term(model, c, x, real_code_logits)
+    minimise(loss_d + c.info_weight * info_d - c.real_info_weight * info_real + c.augment_weight * consistency,
              state.optimizers["discriminator"], "discriminator loss")
     metrics = {"loss_d": loss_d.detach()}
     if model.categories:
         metrics.update(mutual_information=math.log(model.categories) - info_d.detach(),
                        real_code_information=info_real.detach())
+    if c.augment_weight:
+        metrics["code_consistency"] = consistency.detach()
     grad_norm_d = grad_norm(model.discriminator)
     if (state.step + 1) % c.d_steps == 0:
         with frozen(model.discriminator):

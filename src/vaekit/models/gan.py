@@ -20,7 +20,9 @@ two classes are neither. Tending is not always doing: several codes can settle o
 style (InfoGAN's own caveat). Q can also be asked to sort the real images into K confident and
 equally common groups by maximising its mutual information with them, H(E_x Q(c|x)) - E_x H(Q(c|x))
 (regularised information maximisation, Krause et al. 2010; Hu et al. 2017); the groups of real
-images are then the classes the codes have to share out.
+images are then the classes the codes have to share out. What makes those groups classes rather than
+styles is invariance: Q's answer is also asked to stay the same when a real image is slightly rotated,
+scaled and shifted (self-augmented training, Hu et al. 2017), changes that keep a digit's class.
 
 There is no density: the model has no log_weights, only samples.
 """
@@ -112,6 +114,36 @@ def code_information(code_logits: torch.Tensor) -> torch.Tensor:
     marginal = q.mean(0)
     marginal_entropy = -(marginal * marginal.clamp_min(torch.finfo(q.dtype).tiny).log()).sum()
     return marginal_entropy + (q * log_q).sum(-1).mean()
+
+
+AFFINE_DEGREES = 15.0  # random rotations within +-15 degrees,
+AFFINE_SCALE = 0.1  # scalings within 1 +- 0.1,
+AFFINE_SHIFT = 0.07  # shifts within +-7 % of the side (2 pixels of 28): a digit stays the same digit
+
+
+def random_affine(images: torch.Tensor) -> torch.Tensor:
+    """Each image of images [B, C, H, W] rotated, scaled and shifted at random within AFFINE_DEGREES,
+    AFFINE_SCALE and AFFINE_SHIFT (bilinear resampling, zeros outside). Draws from the global RNG."""
+    n = images.shape[0]
+    uniform = lambda *shape: 2 * torch.rand(*shape, device=images.device, dtype=images.dtype) - 1
+    angle = uniform(n) * math.radians(AFFINE_DEGREES)
+    scale = 1 + uniform(n) * AFFINE_SCALE
+    shift = uniform(n, 2) * 2 * AFFINE_SHIFT  # affine_grid's coordinates span 2 units per side
+    cos, sin = scale * angle.cos(), scale * angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False)
+
+
+def code_consistency(code_logits: torch.Tensor, moved_logits: torch.Tensor) -> torch.Tensor:
+    """KL(Q(c | x) || Q(c | T(x))) per image, from Q's logits on images x [B, K] and on the same images
+    transformed [B, K]; Q(c | x) is held fixed as the target (self-augmented training, Hu et al. 2017,
+    eq. 2, with T a random affine map instead of an adversarial perturbation). -> [B]."""
+    if code_logits.shape != moved_logits.shape or code_logits.dim() != 2:
+        raise ValueError(f"code_logits {tuple(code_logits.shape)} and moved_logits {tuple(moved_logits.shape)}: "
+                         "expected the same shape [B, K]")
+    target = F.log_softmax(code_logits.detach(), -1)
+    return F.kl_div(F.log_softmax(moved_logits, -1), target, log_target=True, reduction="none").sum(-1)
 
 
 class CodedPrior(Distribution):

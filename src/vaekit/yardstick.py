@@ -1,0 +1,182 @@
+"""One protocol of sample quality for every family: the same feature network, pixel space, reference
+set and metrics, so that a GAN, a VAE and an RBM land in one table.
+
+The convention, identical for every model:
+- pixels: each family's `sample(n)` in data space, which is the mean image of its observation model
+  (Bernoulli decoders and the RBM give p(x = 1 | z) or p(v = 1 | h), grey-level models their means,
+  the GAN sigmoid(G(z))), clamped to [0, 1] (only a Gaussian model's means can leave it);
+- reference: the data set's grey-level test images;
+- features: the penultimate layer of vaekit.classifier's network trained on the training images and
+  labels (cached, SHA-256 checked), the "Fréchet LeNet distance" of the MNIST literature;
+- metrics: vaekit.quality's Fréchet distance (bootstrap error), KID (block error), precision and
+  recall (k = 3), density and coverage (k = 5), and the classifier check (confident share, label
+  entropy), each a typed Result.
+The floor is the same protocol with real training images in place of samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import classifier, quality
+from .results import Result
+
+__all__ = ["PROTOCOL", "sample_quality", "degrade", "feature_network", "feature_accuracy", "model_images",
+           "run_quality", "floor"]
+
+PROTOCOL = {
+    "pixels": "mean images in [0, 1] (p(x=1|z) for Bernoulli models), clamped",
+    "reference": "grey-level test images",
+    "features": "penultimate layer of vaekit.classifier's network (trained on the training images and labels)",
+    "precision_recall_k": 3,
+    "density_coverage_k": 5,
+    "kid_block_size": 1000,
+    "bootstrap": 10,
+    "confidence": classifier.CONFIDENCE,
+}
+
+
+def _proportion_result(pair: tuple[float, float], estimator: str, n: int) -> Result:
+    return Result(pair[0], pair[1], estimator, "estimate", None, n, "fraction")
+
+
+@torch.no_grad()
+def sample_quality(net: classifier.Classifier, generated: torch.Tensor, reference: torch.Tensor,
+                   image_shape: tuple[int, int, int], seed: int = 0) -> dict[str, Result]:
+    """Every sample-quality metric of images generated [M, D] against reference [N, D] (both in data
+    space; generated is clamped to [0, 1]) in net's feature space. -> {name: Result}."""
+    fake_features, fake_probs = classifier.features(net, generated.clamp(0, 1), image_shape)
+    real_features, _ = classifier.features(net, reference, image_shape)
+    real, fake = real_features.cpu().double(), fake_features.cpu().double()
+    m, p = len(fake), PROTOCOL
+    fd = quality.frechet_distance_of(real, fake, p["bootstrap"], seed)
+    block = min(p["kid_block_size"], len(real) // 2, m // 2)
+    kid = quality.kernel_distance(real, fake, block, seed)
+    pr = quality.precision_recall(real, fake, p["precision_recall_k"])
+    dc = quality.density_coverage(real, fake, p["density_coverage_k"])
+    check = classifier.label_check(fake_probs, p["confidence"])
+    confident = check["confident_share"]
+    k3, k5 = p["precision_recall_k"], p["density_coverage_k"]
+    return {
+        "frechet_distance": Result(fd[0], fd[1], f"Fréchet distance of classifier features, bootstrap error "
+                                   f"({p['bootstrap']} resamplings)", "estimate", None, m, "squared feature units"),
+        "kernel_distance": Result(kid[0], kid[1], f"KID, unbiased MMD^2, cubic kernel, blocks of {block}",
+                                  "estimate", None, m, "squared feature units"),
+        "precision": _proportion_result(pr["precision"], f"improved precision, k = {k3}", m),
+        "recall": _proportion_result(pr["recall"], f"improved recall, k = {k3}", len(real)),
+        "density": Result(*dc["density"], f"density, k = {k5}", "estimate", None, m, "ratio"),
+        "coverage": _proportion_result(dc["coverage"], f"coverage, k = {k5}", len(real)),
+        "confident_share": Result(confident, math.sqrt(confident * (1 - confident) / m),
+                                  f"classifier: share with max p(c|x) >= {p['confidence']}", "estimate", None, m,
+                                  "fraction"),
+        "label_entropy": Result(check["label_entropy"], None, "classifier: entropy of the predicted labels",
+                                "estimate", None, m, "nats"),
+    }
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of images [N, C, H, W] with standard deviation sigma pixels (separable, reflect padding)."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-offsets.pow(2) / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def degrade(x: torch.Tensor, image_shape: tuple[int, int, int], kind: str, level: float,
+            seed: int = 0) -> torch.Tensor:
+    """Images x [N, D] in [0, 1] made worse, for the metrics' sanity checks (and their floors):
+    "noise": + N(0, level^2) per pixel, clamped; "blur": a Gaussian blur of level pixels;
+    "dropout": each pixel set to 0 with probability level. level 0 returns x. -> [N, D]."""
+    if kind not in ("noise", "blur", "dropout"):
+        raise ValueError(f"kind: expected 'noise', 'blur' or 'dropout', got {kind!r}")
+    if level < 0 or (kind == "dropout" and level > 1):
+        raise ValueError(f"level: expected >= 0 (a probability for dropout), got {level}")
+    if level == 0:
+        return x
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    if kind == "noise":
+        return (x + level * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)).clamp(0, 1)
+    if kind == "dropout":
+        return x * (torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype) >= level)
+    return _blur(x.reshape(-1, *image_shape), level).reshape(x.shape).clamp(0, 1)
+
+
+# -----------------------------------------------------------------------------
+# the protocol applied: a run, or the floor of a data set
+
+
+def feature_network(train, progress: bool = False) -> tuple[classifier.Classifier, dict]:
+    """The data set's feature network: vaekit.classifier's RECIPE network on its training images and
+    labels (the full training set, whatever a run held out, so that every model meets the same one),
+    from the cache when it is there. -> (network, its JSON record)."""
+    if train.y is None:
+        raise ValueError(f"data {train.name!r} has no labels: the feature network is a classifier of the training "
+                         "labels, so sample quality is measured on labelled data sets only")
+    return classifier.load_or_train_classifier(train, progress=progress)
+
+
+@torch.no_grad()
+def model_images(model, num_samples: int, batch_size: int = 1000) -> torch.Tensor:
+    """num_samples images of a model in data space [N, D]: E[x | z] for z ~ p(z) for a decoder (VAE,
+    linear, GAN: no observation noise), the model's own sample() (an RBM's p(v | h) means) otherwise."""
+    from .protocols import Decoder
+    if num_samples < 1:
+        raise ValueError(f"num_samples: expected a positive number of images, got {num_samples}")
+    draw = ((lambda n: model.decode_mean(model.prior().sample((n,)))) if isinstance(model, Decoder)
+            else model.sample)
+    return torch.cat([draw(min(batch_size, num_samples - i)) for i in range(0, num_samples, batch_size)])
+
+
+def feature_accuracy(net, test) -> Result:
+    accuracy = classifier.accuracy(net, test)
+    return Result(accuracy, math.sqrt(accuracy * (1 - accuracy) / len(test)),
+                  "test accuracy of the feature network", "estimate", None, len(test), "fraction")
+
+
+def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", progress: bool = True) -> dict:
+    """Every sample-quality metric of a run's model: num_samples images (default eval.quality_samples)
+    against the grey-level test images of its data set. Writes <run_dir>/quality.json and returns it."""
+    import json
+    import time
+    from pathlib import Path
+    from . import checkpoint
+    from .data import load_dataset
+    from .results import as_json
+    from .runs import load_run, seeded_stream
+    start = time.perf_counter()
+    cfg, model = load_run(run_dir, device)
+    d = cfg.data
+    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
+    net, info = feature_network(sets["train"], progress)
+    dev = next(model.parameters()).device
+    with seeded_stream(cfg.eval.seed, dev):
+        generated = model_images(model.eval(), num_samples or cfg.eval.quality_samples)
+    test = sets["test"]
+    results = {**sample_quality(net.to(dev), generated, test.x.to(dev), test.image_shape, cfg.eval.seed),
+               "feature_accuracy": feature_accuracy(net, test)}
+    report = {"data": d.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
+              "protocol": PROTOCOL, "feature_network": {k: info[k] for k in ("key", "weights_sha256", "recipe")},
+              "num_samples": len(generated), "reference": f"{len(test)} test images",
+              "results": as_json(results), "seconds": round(time.perf_counter() - start, 1)}
+    (Path(run_dir) / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def floor(train, test, num_samples: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, Result]:
+    """The protocol with num_samples real training images (a seeded draw without replacement; default
+    10,000 or all of them) in place of samples: what a model whose samples were the data would score,
+    the floor every model is compared with."""
+    num_samples = min(10000, len(train)) if num_samples is None else num_samples
+    if not 1 <= num_samples <= len(train):
+        raise ValueError(f"num_samples: expected 1..{len(train)} (the training images), got {num_samples}")
+    net, _ = feature_network(train, progress)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    return {**sample_quality(net, train.x[pick.to(train.x.device)], test.x, test.image_shape, seed),
+            "feature_accuracy": feature_accuracy(net, test)}
