@@ -157,6 +157,15 @@ def test_degrade_checks_its_arguments_and_keeps_level_zero(digits):
         yardstick.degrade(x, shape, "dropout", 1.5)
 
 
+def test_memorisation_tells_copies_from_new_images(digits):
+    sets, net = digits
+    train, test, shape = sets["train"].x, sets["test"].x, sets["test"].image_shape
+    copies = yardstick.memorisation(net, train[:300], train, test, shape)
+    assert copies["median_ratio"] < 1e-4 and copies["pairs"][:5] == [0, 1, 2, 3, 4]  # 0 up to float32 batching
+    fresh = yardstick.memorisation(net, test[:300], train, test, shape)
+    assert 0.7 < fresh["median_ratio"] < 1.3
+
+
 FAMILY_RUNS = {"vae": ["--model", "vae", "--latent", "2", "--hidden", "32", "--binarization", "dynamic"],
                "linear": ["--model", "linear", "--latent", "4", "--binarization", "none"],
                "gan": ["--model", "gan", "--set", "gan.width=8", "--set", "gan.latent=4"],
@@ -177,6 +186,7 @@ def test_quality_of_a_run_from_the_cli(tmp_path, capsys, digits, family):
     assert set(report["results"]) >= {"frechet_distance", "kernel_distance", "precision", "recall", "density",
                                       "coverage", "confident_share", "label_entropy", "feature_accuracy"}
     assert report["results"]["frechet_distance"]["value"] > 0 and report["results"]["feature_accuracy"]["value"] > 0.95
+    assert (run_dir / "pictures" / "nearest_training_images.png").is_file() and "nearest training image" in out
 
 
 def test_quality_cli_floor_and_errors(capsys, digits):

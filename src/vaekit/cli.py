@@ -176,6 +176,10 @@ def cmd_quality(args) -> None:
         print(f"sample quality of {args.run} [{report['data']}, {report['num_samples']} samples against "
               f"{report['reference']}, {report['seconds']} s]")
         results = from_json(report["results"])
+        memory = report["memorisation"]
+        print(f"nearest training image in feature space, median distance: samples {memory['samples_to_train'][2]:.3f}, "
+              f"test images {memory['test_to_train'][2]:.3f} (ratio {memory['median_ratio']:.2f}; well below 1: "
+              f"copies); pairs in {report['picture']}")
     else:
         results = _data_quality(args)
     for name, r in results.items():

@@ -25,7 +25,7 @@ from . import classifier, quality
 from .results import Result
 
 __all__ = ["PROTOCOL", "sample_quality", "degrade", "feature_network", "feature_accuracy", "model_images",
-           "run_quality", "floor"]
+           "run_quality", "floor", "memorisation"]
 
 PROTOCOL = {
     "pixels": "mean images in [0, 1] (p(x=1|z) for Bernoulli models), clamped",
@@ -134,6 +134,38 @@ def model_images(model, num_samples: int, batch_size: int = 1000) -> torch.Tenso
     return torch.cat([draw(min(batch_size, num_samples - i)) for i in range(0, num_samples, batch_size)])
 
 
+MEMORY_PAIRS = 32  # samples in the memorisation picture, each beside its nearest training image
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@torch.no_grad()
+def memorisation(net: classifier.Classifier, generated: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
+                 image_shape: tuple[int, int, int]) -> dict:
+    """Does the model copy its training images? In feature space, the distance from each sample to its
+    nearest training image beside the distance from each test image to its nearest training image:
+    samples much closer to the training set than unseen test images are are copies. -> quantiles of
+    both distributions, their ratio at the median, and the indices of the nearest training images of
+    the first MEMORY_PAIRS samples (for the picture)."""
+    train_features = classifier.features(net, train, image_shape)[0].cpu().double()
+    dist = lambda x: quality.nearest_neighbours(classifier.features(net, x, image_shape)[0].cpu().double(),
+                                                train_features)
+    sample_distance, sample_index = dist(generated.clamp(0, 1))
+    test_distance, _ = dist(test)
+    q = torch.tensor(QUANTILES, dtype=torch.float64)
+    samples_q, test_q = sample_distance.quantile(q).tolist(), test_distance.quantile(q).tolist()
+    return {"quantiles": list(QUANTILES), "samples_to_train": samples_q, "test_to_train": test_q,
+            "median_ratio": samples_q[2] / max(test_q[2], 1e-12),
+            "pairs": sample_index[:MEMORY_PAIRS].tolist()}
+
+
+def memorisation_picture(generated: torch.Tensor, train: torch.Tensor, pairs: list[int], image_shape, path):
+    """Columns of (sample, its nearest training image in feature space), 8 pairs to a row."""
+    from . import pictures, plots
+    n = len(pairs)
+    both = torch.stack([generated[:n].clamp(0, 1).cpu(), train[pairs].cpu()], 1).reshape(2 * n, *image_shape)
+    return plots.save_image_grid(both, path, nrow=16, scale=pictures.scale_for(image_shape))
+
+
 def feature_accuracy(net, test) -> Result:
     accuracy = classifier.accuracy(net, test)
     return Result(accuracy, math.sqrt(accuracy * (1 - accuracy) / len(test)),
@@ -161,10 +193,15 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     test = sets["test"]
     results = {**sample_quality(net.to(dev), generated, test.x.to(dev), test.image_shape, cfg.eval.seed),
                "feature_accuracy": feature_accuracy(net, test)}
+    train = sets["train"].x.to(dev)
+    memory = memorisation(net, generated, train, test.x.to(dev), test.image_shape)
+    picture = memorisation_picture(generated, train, memory["pairs"], test.image_shape,
+                                   Path(run_dir) / "pictures" / "nearest_training_images.png")
     report = {"data": d.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
               "protocol": PROTOCOL, "feature_network": {k: info[k] for k in ("key", "weights_sha256", "recipe")},
               "num_samples": len(generated), "reference": f"{len(test)} test images",
-              "results": as_json(results), "seconds": round(time.perf_counter() - start, 1)}
+              "results": as_json(results), "memorisation": memory, "picture": str(picture),
+              "seconds": round(time.perf_counter() - start, 1)}
     (Path(run_dir) / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
