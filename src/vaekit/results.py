@@ -10,6 +10,7 @@ keep working.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 SIDES = (
@@ -40,6 +41,13 @@ class Result:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def proportion(value: float, num_examples: int, estimator: str, stderr: float | None = None) -> Result:
+    """A share of num_examples as a Result, its error by default the binomial sqrt(p (1 - p) / n)."""
+    if stderr is None:
+        stderr = math.sqrt(value * (1 - value) / num_examples)
+    return Result(value, stderr, estimator, "estimate", None, num_examples, "fraction")
 
 
 def flat(results: dict[str, Result]) -> dict[str, float]:

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from . import classifier, quality
-from .results import Result
+from .results import Result, proportion
 
 __all__ = ["PROTOCOL", "sample_quality", "degrade", "feature_network", "feature_accuracy", "model_images",
-           "run_quality", "floor", "memorisation"]
+           "run_quality", "floor", "memorisation", "memorisation_of", "embed", "feature_quality"]
 
 PROTOCOL = {
     "pixels": "mean images in [0, 1] (p(x=1|z) for Bernoulli models), clamped",
@@ -39,18 +39,23 @@ PROTOCOL = {
 }
 
 
-def _proportion_result(pair: tuple[float, float], estimator: str, n: int) -> Result:
-    return Result(pair[0], pair[1], estimator, "estimate", None, n, "fraction")
-
-
 @torch.no_grad()
+def embed(net: classifier.Classifier, images: torch.Tensor, image_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [N, F] in float64 on the CPU, class probabilities [N, C]) of images [N, D], clamped to [0, 1]."""
+    features, probs = classifier.features(net, images.clamp(0, 1), image_shape)
+    return features.cpu().double(), probs
+
+
 def sample_quality(net: classifier.Classifier, generated: torch.Tensor, reference: torch.Tensor,
                    image_shape: tuple[int, int, int], seed: int = 0) -> dict[str, Result]:
     """Every sample-quality metric of images generated [M, D] against reference [N, D] (both in data
     space; generated is clamped to [0, 1]) in net's feature space. -> {name: Result}."""
-    fake_features, fake_probs = classifier.features(net, generated.clamp(0, 1), image_shape)
-    real_features, _ = classifier.features(net, reference, image_shape)
-    real, fake = real_features.cpu().double(), fake_features.cpu().double()
+    return feature_quality(embed(net, reference, image_shape)[0], *embed(net, generated, image_shape), seed)
+
+
+def feature_quality(real: torch.Tensor, fake: torch.Tensor, fake_probs: torch.Tensor,
+                    seed: int = 0) -> dict[str, Result]:
+    """sample_quality's metrics from features real [N, F], fake [M, F] and the samples' class probabilities."""
     m, p = len(fake), PROTOCOL
     fd = quality.frechet_distance_of(real, fake, p["bootstrap"], seed)
     block = min(p["kid_block_size"], len(real) // 2, m // 2)
@@ -58,20 +63,18 @@ def sample_quality(net: classifier.Classifier, generated: torch.Tensor, referenc
     pr = quality.precision_recall(real, fake, p["precision_recall_k"])
     dc = quality.density_coverage(real, fake, p["density_coverage_k"])
     check = classifier.label_check(fake_probs, p["confidence"])
-    confident = check["confident_share"]
     k3, k5 = p["precision_recall_k"], p["density_coverage_k"]
     return {
         "frechet_distance": Result(fd[0], fd[1], f"Fréchet distance of classifier features, bootstrap error "
                                    f"({p['bootstrap']} resamplings)", "estimate", None, m, "squared feature units"),
         "kernel_distance": Result(kid[0], kid[1], f"KID, unbiased MMD^2, cubic kernel, blocks of {block}",
                                   "estimate", None, m, "squared feature units"),
-        "precision": _proportion_result(pr["precision"], f"improved precision, k = {k3}", m),
-        "recall": _proportion_result(pr["recall"], f"improved recall, k = {k3}", len(real)),
+        "precision": proportion(pr["precision"][0], m, f"improved precision, k = {k3}", pr["precision"][1]),
+        "recall": proportion(pr["recall"][0], len(real), f"improved recall, k = {k3}", pr["recall"][1]),
         "density": Result(*dc["density"], f"density, k = {k5}", "estimate", None, m, "ratio"),
-        "coverage": _proportion_result(dc["coverage"], f"coverage, k = {k5}", len(real)),
-        "confident_share": Result(confident, math.sqrt(confident * (1 - confident) / m),
-                                  f"classifier: share with max p(c|x) >= {p['confidence']}", "estimate", None, m,
-                                  "fraction"),
+        "coverage": proportion(dc["coverage"][0], len(real), f"coverage, k = {k5}", dc["coverage"][1]),
+        "confident_share": proportion(check["confident_share"], m,
+                                      f"classifier: share with max p(c|x) >= {p['confidence']}"),
         "label_entropy": Result(check["label_entropy"], None, "classifier: entropy of the predicted labels",
                                 "estimate", None, m, "nats"),
     }
@@ -141,16 +144,18 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 @torch.no_grad()
 def memorisation(net: classifier.Classifier, generated: torch.Tensor, train: torch.Tensor, test: torch.Tensor,
                  image_shape: tuple[int, int, int]) -> dict:
-    """Does the model copy its training images? In feature space, the distance from each sample to its
-    nearest training image beside the distance from each test image to its nearest training image:
-    samples much closer to the training set than unseen test images are are copies. -> quantiles of
-    both distributions, their ratio at the median, and the indices of the nearest training images of
-    the first MEMORY_PAIRS samples (for the picture)."""
-    train_features = classifier.features(net, train, image_shape)[0].cpu().double()
-    dist = lambda x: quality.nearest_neighbours(classifier.features(net, x, image_shape)[0].cpu().double(),
-                                                train_features)
-    sample_distance, sample_index = dist(generated.clamp(0, 1))
-    test_distance, _ = dist(test)
+    """Does the model copy its training images? memorisation_of the three sets' features."""
+    return memorisation_of(*(embed(net, x, image_shape)[0] for x in (generated, train, test)))
+
+
+def memorisation_of(samples: torch.Tensor, train: torch.Tensor, test: torch.Tensor) -> dict:
+    """In feature space ([M, F], [N, F], [T, F]), the distance from each sample to its nearest training
+    image beside the distance from each test image to its nearest training image: samples much closer
+    to the training set than unseen test images are are copies. -> quantiles of both distributions,
+    their ratio at the median, and the indices of the nearest training images of the first
+    MEMORY_PAIRS samples (for the picture)."""
+    sample_distance, sample_index = quality.nearest_neighbours(samples, train)
+    test_distance, _ = quality.nearest_neighbours(test, train)
     q = torch.tensor(QUANTILES, dtype=torch.float64)
     samples_q, test_q = sample_distance.quantile(q).tolist(), test_distance.quantile(q).tolist()
     return {"quantiles": list(QUANTILES), "samples_to_train": samples_q, "test_to_train": test_q,
@@ -167,9 +172,7 @@ def memorisation_picture(generated: torch.Tensor, train: torch.Tensor, pairs: li
 
 
 def feature_accuracy(net, test) -> Result:
-    accuracy = classifier.accuracy(net, test)
-    return Result(accuracy, math.sqrt(accuracy * (1 - accuracy) / len(test)),
-                  "test accuracy of the feature network", "estimate", None, len(test), "fraction")
+    return proportion(classifier.accuracy(net, test), len(test), "test accuracy of the feature network")
 
 
 def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", progress: bool = True) -> dict:
@@ -190,11 +193,11 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     dev = next(model.parameters()).device
     with seeded_stream(cfg.eval.seed, dev):
         generated = model_images(model.eval(), num_samples or cfg.eval.quality_samples)
-    test = sets["test"]
-    results = {**sample_quality(net.to(dev), generated, test.x.to(dev), test.image_shape, cfg.eval.seed),
-               "feature_accuracy": feature_accuracy(net, test)}
-    train = sets["train"].x.to(dev)
-    memory = memorisation(net, generated, train, test.x.to(dev), test.image_shape)
+    net, test, train = net.to(dev), sets["test"], sets["train"].x.to(dev)
+    fake, fake_probs = embed(net, generated, test.image_shape)
+    real = embed(net, test.x.to(dev), test.image_shape)[0]
+    results = {**feature_quality(real, fake, fake_probs, cfg.eval.seed), "feature_accuracy": feature_accuracy(net, test)}
+    memory = memorisation_of(fake, embed(net, train, test.image_shape)[0], real)
     picture = memorisation_picture(generated, train, memory["pairs"], test.image_shape,
                                    Path(run_dir) / "pictures" / "nearest_training_images.png")
     report = {"data": d.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),

@@ -21,7 +21,7 @@ from ..config import ConfigError, check_choice, check_positive
 from ..models.gan import (LOSSES, GAN, code_consistency, code_cross_entropy, code_information, discriminator_loss,
                           evaluating, game_value, generator_loss, random_affine)
 from ..nets import conv_stages
-from ..results import Result, flat
+from ..results import Result, flat, proportion
 from ..runs import seeded_stream
 from ..train import StepState, minimise
 from . import Family
@@ -223,15 +223,10 @@ def epoch_end(trainer) -> None:
     plots.save_image_grid(images, path, nrow=nrow, scale=pictures.scale_for(shape))
 
 
-def _share(name: str, value: float, n: int, estimator: str) -> Result:
-    """A proportion with its binomial standard error sqrt(p (1 - p) / n)."""
-    return Result(value, math.sqrt(value * (1 - value) / n), estimator, "estimate", None, n, "fraction")
-
-
 def _label_results(prefix: str, check: dict, what: str) -> dict[str, Result]:
     n = check["num_examples"]
-    return {f"{prefix}confident_share": _share(prefix, check["confident_share"], n,
-                                               f"classifier, {what}: share with max p(c|x) >= {CONFIDENCE}"),
+    return {f"{prefix}confident_share": proportion(check["confident_share"], n,
+                                                   f"classifier, {what}: share with max p(c|x) >= {CONFIDENCE}"),
             f"{prefix}label_entropy": Result(check["label_entropy"], None, f"classifier, {what}: entropy of the "
                                              "predicted labels", "estimate", None, n, "nats")}
 
@@ -256,7 +251,7 @@ def evaluate(model: GAN, data, cfg, progress: bool = True) -> dict:
     fake = classifier.label_check(classifier.classify(net, generated, shape), CONFIDENCE)
     real = classifier.label_check(classifier.classify(net, data.test.x, shape), CONFIDENCE)
     results = {**_label_results("", fake, "generated images"), **_label_results("real_", real, "test images"),
-               "classifier_accuracy": _share("", accuracy, data.test.x.shape[0], "test accuracy of the classifier")}
+               "classifier_accuracy": proportion(accuracy, data.test.x.shape[0], "test accuracy of the classifier")}
     return {**flat(results), "results": results, "note": note, "estimator": "classifier check",
             "label_histogram": fake["label_histogram"], "real_label_histogram": real["label_histogram"],
             "num_examples": generated.shape[0], "seconds": time.perf_counter() - start}
