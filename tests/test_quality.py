@@ -87,7 +87,8 @@ def test_density_and_coverage():
 def test_nearest_neighbours_finds_copies():
     points = gaussian_features(300, 0.0, 1.0, 9)
     distance, index = quality.nearest_neighbours(points[[5, 17, 250]], points)
-    assert torch.equal(index, torch.tensor([5, 17, 250])) and torch.all(distance == 0)
+    # cdist's matrix-product form leaves ~1e-8 of rounding where the distance is zero (seen on torch 2.11)
+    assert torch.equal(index, torch.tensor([5, 17, 250])) and torch.all(distance < 1e-6)
 
 
 @pytest.mark.parametrize("bad, message", [(torch.zeros(5), r"\[N, F\]"), (torch.zeros(1, 3), "at least 2 rows"),

@@ -192,7 +192,9 @@ def _data_quality(args) -> dict:
     """--build-features: the feature network and its test accuracy; --floor: the real training images scored."""
     from . import yardstick
     from .data import load_dataset
-    sets = load_dataset(args.data, args.data_dir)
+    from .runs import resolve_device
+    device = resolve_device(args.device)
+    sets = {k: v.to(device) for k, v in load_dataset(args.data, args.data_dir).items()}
     net, info = yardstick.feature_network(sets["train"], progress=not args.no_progress)
     print(f"feature network of {args.data}: {'read from' if info['loaded'] else 'trained, saved to'} {info['path']} "
           f"(sha256 {info['weights_sha256'][:16]}...)")

@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import tempfile
+import tokenize
 import urllib.request
 import zipfile
 import zlib
@@ -133,6 +134,10 @@ class ImageSet:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> "ImageSet":
+        """The same images and labels on another device."""
+        return ImageSet(self.x.to(device), None if self.y is None else self.y.to(device), self.image_shape, self.name)
 
 
 @dataclass(frozen=True)
@@ -468,7 +473,9 @@ def _npy_labels(arr: np.ndarray | None, n: int, where: str) -> torch.Tensor | No
 
 _NPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
 # what numpy raises on a damaged .npy / .npz, depending on where the damage is
-_NUMPY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, KeyError)
+# tokenize.TokenError and SyntaxError: numpy >= 2.4 tokenises the .npy header dict and lets these escape
+_NUMPY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, KeyError,
+                 tokenize.TokenError, SyntaxError)
 
 
 def _read_numpy(path: Path) -> dict[str, np.ndarray]:

@@ -90,9 +90,8 @@ def prepare_data(cfg: configlib.RunConfig, device: torch.device | str = "cpu") -
     valid = None
     if d.num_valid > 0:
         train, valid = split_validation(train, d.num_valid, seed=HELD_OUT_SEED)
-    to = lambda s: ImageSet(s.x.to(device), None if s.y is None else s.y.to(device), s.image_shape, s.name)
-    train, test = to(train), to(test)
-    valid = None if valid is None else binarize_held_out(to(valid), d.binarization)
+    train, test = train.to(device), test.to(device)
+    valid = None if valid is None else binarize_held_out(valid.to(device), d.binarization)
     return Splits(train, valid, binarize_held_out(test, d.binarization))
 
 
