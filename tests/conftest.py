@@ -31,6 +31,15 @@ def fashion_mnist_dir() -> Path:
                 "(set VAEKIT_FASHION_MNIST_DIR)")
 
 
+@pytest.fixture
+def float64():
+    """Oracles compared to tight tolerances: float64 throughout a test (use with pytestmark)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 def tiny_run(tmp_path: Path, **sections) -> dict:
     """Config dict of a few-second digits run; keyword sections update the defaults."""
     values = {"data": {"name": "digits"},

@@ -10,16 +10,10 @@ from torch.distributions import LowRankMultivariateNormal, MultivariateNormal
 from vaekit.evaluate import log_likelihood
 from vaekit.models.linear import LinearGaussian
 from vaekit.objectives import (elbo_analytic_kl, elbo_entropy, elbo_from_posterior, elbo_monte_carlo,
-                               iwae_bound, log_mean_exp)
+                               iwae_bound)
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """The oracles compare to tight tolerances: float64 throughout this module."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # the oracles compare to tight tolerances
 
 
 def random_model(d, k, noise="fa", seed=0):

@@ -5,9 +5,11 @@
     vaekit train --resume RUN        continue a run from its last checkpoint
     vaekit evaluate RUN              importance-sampled test log-likelihood, ELBO, IWAE bounds
     vaekit evaluate RUN --gap        log p(x) - ELBO, split into approximation and amortisation gaps
+    vaekit evaluate RUN --ais        also log p(x) of the decoder by AIS with HMC, BDMC bracket (VAE, linear, GAN)
     vaekit sample|reconstruct|interpolate RUN    PNG grids in RUN/pictures/
     vaekit quality RUN               sample quality: Fréchet and kernel distances, precision, recall, ...
     vaekit quality --floor --data mnist          the same for real training images (the floor)
+    vaekit compare RUN [RUN ...]     one table of every run's results, pictures side by side (HTML, Markdown)
 """
 
 from __future__ import annotations
@@ -128,8 +130,10 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_run, format_result
     if args.gap:
         return cmd_gap(args)
-    result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress,
-                          chunk_size=args.chunk_size, batch_size=args.batch_size)
+    result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress, ais=args.ais,
+                          chunk_size=args.chunk_size, batch_size=args.batch_size,
+                          decoder_ais_steps=args.ais_steps, decoder_ais_chains=args.ais_chains,
+                          decoder_ais_examples=args.ais_examples, bdmc_examples=args.bdmc_examples)
     print(format_result(result))
     print(f"wrote {Path(args.run) / 'eval.json'}")
 
@@ -203,6 +207,35 @@ def _data_quality(args) -> dict:
     return {"feature_accuracy": yardstick.feature_accuracy(net, sets["test"])}
 
 
+def cmd_compare(args) -> None:
+    from .compare import compare
+    report = compare(args.runs, out=args.out, force=args.force, allow_mixed_data=args.allow_mixed_data,
+                     evaluate=args.evaluate, floor=args.floor, num_samples=args.num_samples,
+                     quality_samples=args.quality_samples, device=args.device, screenshot_png=args.screenshot,
+                     progress=not args.no_progress)
+    print(report.markdown_table)
+    for path in report.files.values():
+        print(f"wrote {path}")
+
+
+def add_compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by vaekit train (one data set)")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default runs/compare-<time>)")
+    p.add_argument("--force", action="store_true",
+                   help="when the --out folder holds files, move them aside to <out>.replaced-<time> first")
+    p.add_argument("--allow-mixed-data", action="store_true", help="put runs of different data sets in one table")
+    p.add_argument("--evaluate", action="store_true",
+                   help="first compute eval.json / quality.json where missing or older than the checkpoint")
+    p.add_argument("--floor", action="store_true", help="add a row per data set: real training images scored "
+                                                        "as samples (the floor of the sample-quality columns)")
+    p.add_argument("--num-samples", type=int, help="--evaluate: importance samples (default: each run's eval config)")
+    p.add_argument("--quality-samples", type=int, help="--evaluate, --floor: images scored (default: the run's "
+                                                       "eval.quality_samples; the floor: 10000)")
+    p.add_argument("--screenshot", action="store_true", help="also report.png, the page drawn by headless Chromium")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for --evaluate, --floor)")
+    p.add_argument("--no-progress", action="store_true")
+
+
 COMMANDS = {
     "run": (cmd_run, "train, evaluate and draw pictures in one go"),
     "train": (cmd_train, "train a model"),
@@ -211,6 +244,7 @@ COMMANDS = {
     "reconstruct": (picture_command("reconstructions"), "test images beside their reconstructions"),
     "interpolate": (picture_command("interpolations"), "decoded interpolations between test images"),
     "quality": (cmd_quality, "sample quality of a run in a classifier's feature space (any family)"),
+    "compare": (cmd_compare, "one report of several runs: their results in one table, pictures side by side"),
 }
 
 
@@ -229,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
             else:
                 p.set_defaults(resume=None)
+        elif name == "compare":
+            add_compare_args(p)
         elif name == "quality":
             p.add_argument("run", nargs="?", help="run folder written by vaekit train")
             p.add_argument("--num-samples", type=int, help="images to score (default: the run's eval.quality_samples; "
@@ -255,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument("--gap-examples", type=int, default=500, help="test examples in the gap report")
                 p.add_argument("--gap-steps", type=int, default=500,
                                help="Adam steps of the per-example q* behind the amortisation split")
+                p.add_argument("--ais", action="store_true",
+                               help="also log p(x) of the decoder by AIS with HMC (VAE, linear, GAN with an "
+                                    "observation model), the BDMC bracket on simulated data, AIS vs IS")
+                p.add_argument("--ais-steps", type=int, help="intermediate distributions (eval.decoder_ais_steps)")
+                p.add_argument("--ais-chains", type=int, help="chains per image (eval.decoder_ais_chains)")
+                p.add_argument("--ais-examples", type=int, help="test images scored (eval.decoder_ais_examples)")
+                p.add_argument("--bdmc-examples", type=int, help="simulated images of the BDMC bracket "
+                                                                 "(eval.bdmc_examples; 0: off)")
     return parser
 
 

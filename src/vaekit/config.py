@@ -81,6 +81,15 @@ class EvalConfig:
     raise_examples: int = 500  # test points scored by RAISE, the conservative side of the bracket (0: off)
     raise_betas: int = 10000  # inverse temperatures of each RAISE run
     quality_samples: int = 10000  # generated images judged by sample-quality measures
+    # `vaekit evaluate --ais`: log p(x) of decoder-based models by AIS with HMC (vaekit.decoder_ais)
+    decoder_ais_steps: int = 1000  # intermediate distributions, sigmoid-spaced
+    decoder_ais_chains: int = 16  # chains per test image
+    decoder_ais_examples: int = 100  # test images scored (the first ones)
+    hmc_leapfrog: int = 10  # leapfrog steps per HMC transition
+    hmc_step_size: float = 0.05  # initial step size, adapted per chain towards 65 % acceptance
+    bdmc_examples: int = 20  # images simulated from the model for the BDMC bracket (0: off)
+    observation_scales: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])  # sigma grid
+    observation_examples: int = 20  # held-out images the sigma of a generator's Gaussian is chosen on
     seed: int = 1234
 
 
@@ -348,7 +357,9 @@ def validate(config: RunConfig) -> RunConfig:
     check_choice(t.optimizer, ("adam", "sgd"), "train.optimizer")
     check_positive(t, "train", ("epochs", "batch_size", "lr", "num_samples", "checkpoint_every"))
     check_positive(e, "eval", ("num_samples", "batch_size", "chunk_size", "elbo_samples", "ais_runs",
-                               "iwae_samples", "quality_samples"))
+                               "iwae_samples", "quality_samples", "decoder_ais_steps", "decoder_ais_chains",
+                               "decoder_ais_examples", "hmc_leapfrog", "hmc_step_size", "observation_scales",
+                               "observation_examples"))
     if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
         raise ConfigError(f"train.adam_betas: expected two numbers in [0, 1), got {t.adam_betas}")
     if not 0 < t.lr_final_factor <= 1:
@@ -356,8 +367,9 @@ def validate(config: RunConfig) -> RunConfig:
     for key, value in [("eval.ais_betas", e.ais_betas), ("eval.raise_betas", e.raise_betas)]:
         if value < 2:
             raise ConfigError(f"{key}: expected at least 2 inverse temperatures, got {value}")
-    if e.raise_examples < 0:
-        raise ConfigError(f"eval.raise_examples: expected a count >= 0, got {e.raise_examples}")
+    for key in ("raise_examples", "bdmc_examples"):
+        if getattr(e, key) < 0:
+            raise ConfigError(f"eval.{key}: expected a count >= 0, got {getattr(e, key)}")
     for key, value in (("train.momentum", t.momentum), ("train.weight_decay", t.weight_decay)):
         if not 0 <= value < math.inf:
             raise ConfigError(f"{key}: expected a finite number >= 0, got {value!r}")

@@ -87,30 +87,63 @@ def evaluate(model, x: torch.Tensor, cfg: configlib.EvalConfig, progress: bool =
             "seconds": time.perf_counter() - start}
 
 
-def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, data, progress: bool = True) -> dict:
-    """Evaluate `model` by its family's evaluation on the test set of its run; writes <run_dir>/eval.json
-    (the typed results under "results", beside the flat keys of earlier versions)."""
+def check_ais(model, cfg: configlib.RunConfig) -> None:
+    """--ais needs a decoder p(z) p(x|z) over continuous latents, the model's own or one its family
+    makes by adding an observation model; checked before any evaluation runs."""
+    from .protocols import DecoderLikelihood
+    if families.get(cfg.model.name).observation_model is None and not isinstance(model, DecoderLikelihood):
+        raise ValueError(f"--ais: the {cfg.model.name!r} family's model is not a decoder p(z) p(x|z) over "
+                         "continuous latents, so there is nothing for AIS with HMC to anneal over")
+
+
+def ais_evaluation(model, data, cfg: configlib.RunConfig, progress: bool = True) -> dict:
+    """`vaekit evaluate --ais`: log p(x) of the model's decoder by AIS with HMC (vaekit.decoder_ais) on
+    the first eval.decoder_ais_examples test images, beside the BDMC bracket on simulated images; a
+    family without a likelihood adds its observation model first. -> {"results": ..., "seconds": ...}."""
+    from . import decoder_ais
+    family, chosen = families.get(cfg.model.name), {}
+    check_ais(model, cfg)
+    if family.observation_model is not None:
+        with seeded_stream(cfg.eval.seed, data.test.x.device):
+            model, chosen = family.observation_model(model, data, cfg, progress)
+    with seeded_stream(cfg.eval.seed, data.test.x.device):
+        results, info = decoder_ais.evaluate(model, data.test.x, cfg.eval, progress)
+    return {"results": {**chosen, **results}, **info}
+
+
+def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, data, progress: bool = True,
+                   ais: bool = False) -> dict:
+    """Evaluate `model` by its family's evaluation on the test set of its run (with ais, also by AIS
+    over its decoder); writes <run_dir>/eval.json (the typed results under "results", beside the flat
+    keys of earlier versions)."""
     configlib.validate(cfg)
+    if ais:
+        check_ais(model, cfg)
     binarization = cfg.data.binarization
     result = {"data": cfg.data.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
               "test_binarization": f"{binarization} -> fixed draw (seed 0)"
               if binarization in ("dynamic", "static") else binarization,
               **families.get(cfg.model.name).evaluate(model, data, cfg, progress)}
+    if ais:
+        extra = ais_evaluation(model, data, cfg, progress)
+        result["results"] = {**result["results"], **extra["results"]}
+        result.update({**flat(extra["results"]), "ais_seconds": extra["seconds"]})
     saved = {**result, "results": as_json(result["results"])}
     (Path(run_dir) / "eval.json").write_text(json.dumps(saved, indent=2) + "\n")
     return result
 
 
 def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: str = "auto",
-                 progress: bool = True, **eval_settings) -> dict:
-    """Evaluate a run's last checkpoint on its test set; writes eval.json into the run folder.
-    num_samples and eval_settings (fields of EvalConfig, None = the run's) override the run's [eval]."""
+                 progress: bool = True, ais: bool = False, **eval_settings) -> dict:
+    """Evaluate a run's last checkpoint on its test set (with ais, also by AIS over its decoder); writes
+    eval.json into the run folder. num_samples and eval_settings (fields of EvalConfig, None = the
+    run's) override the run's [eval]."""
     cfg, model = load_run(run_dir, device)
     settings = {k: v for k, v in {"num_samples": num_samples, **eval_settings}.items() if v is not None}
     if settings:
         cfg = replace(cfg, eval=replace(cfg.eval, **settings))
     data = prepare_data(cfg, next(model.parameters()).device)
-    return evaluate_model(run_dir, cfg, model, data, progress)
+    return evaluate_model(run_dir, cfg, model, data, progress, ais)
 
 
 def format_result(result: dict) -> str:

@@ -29,6 +29,17 @@ class Decoder(Protocol):
 
 
 @runtime_checkable
+class DecoderLikelihood(Protocol):
+    """p(z) p(x|z) over continuous latents: what annealed importance sampling over z needs
+    (vaekit.decoder_ais), with no encoder."""
+
+    def prior(self) -> Distribution: ...
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for latents z [N, L], one event over D."""
+
+
+@runtime_checkable
 class LatentVariableModel(Decoder, Sampler, Protocol):
     """p(z) p(x|z) with an approximate (or exact) posterior q(z|x)."""
 

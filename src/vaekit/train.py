@@ -192,6 +192,15 @@ class Trainer:
     def step(self) -> int:
         return self.state.step
 
+    def __getstate__(self) -> dict:
+        # pickle (a fitted vaekit.estimators estimator, joblib): the Family record holds lambdas, which
+        # pickle cannot store; keep its name and look the family up again on load
+        return {**self.__dict__, "family": self.family.name}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.family = families.get(state["family"])
+
     def save_checkpoint(self) -> None:
         tensors = {"model": self.model.state_dict(), "rng": rng_tensors(self.loader)}
         optimizers = {}

@@ -10,6 +10,7 @@ Nothing else in vaekit tests a family's name.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -46,6 +47,9 @@ class Family:
     diagnose(rows) -> [warnings]: a look at the logged rows, this epoch's last (e.g. a GAN's collapse).
     epoch_end(trainer): after each epoch's log row (e.g. a picture from fixed latents).
     legacy_keys: old key -> its name in the section, for configs saved before families had sections.
+    observation_model(model, data, cfg, progress) -> (p(z) p(x|z) model, {name: Result}): for a
+        decoder without a likelihood of its own (a GAN), the model with an observation model added,
+        for `vaekit evaluate --ais`, and the results of choosing it (e.g. the noise scale).
     """
 
     name: str
@@ -65,6 +69,7 @@ class Family:
     diagnose: Callable[[list[dict]], list[str]] | None = None
     epoch_end: Callable[..., None] | None = None
     legacy_keys: dict[str, str] = field(default_factory=dict)
+    observation_model: Callable[..., tuple[nn.Module, dict]] | None = None
 
 
 REGISTRY: dict[str, Family] = {}
@@ -80,6 +85,7 @@ def register(family: Family, replace: bool = False) -> Family:
     return family
 
 
+@functools.cache  # reading every installed package's metadata takes ~70 ms; the CLI asks dozens of times
 def _plugins() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 

@@ -18,11 +18,12 @@ import torch
 
 from .. import classifier, pictures, plots
 from ..config import ConfigError, check_choice, check_positive
+from ..decoder_ais import ObservedGenerator, choose_scale
 from ..models.gan import (LOSSES, GAN, code_consistency, code_cross_entropy, code_information, discriminator_loss,
                           evaluating, game_value, generator_loss, random_affine)
 from ..nets import conv_stages
 from ..results import Result, flat, proportion
-from ..runs import seeded_stream
+from ..runs import HELD_OUT_SEED, seeded_stream
 from ..train import StepState, minimise
 from . import Family
 
@@ -257,6 +258,25 @@ def evaluate(model: GAN, data, cfg, progress: bool = True) -> dict:
             "num_examples": generated.shape[0], "seconds": time.perf_counter() - start}
 
 
+def observation_model(model: GAN, data, cfg, progress: bool = False) -> tuple[ObservedGenerator, dict]:
+    """p(x|z) for `vaekit evaluate --ais` (Wu et al. 2017): Bernoulli(logits = G(z)) when the test images
+    are binary, else N(g(z), sigma^2 I) with sigma the value of eval.observation_scales that gives
+    eval.observation_examples held-out images the highest AIS log-likelihood. Held out: the run's
+    validation split when it has one, else a fixed random draw of training images (a GAN usually
+    trains on all of them; one scalar chosen on images it has seen)."""
+    if cfg.data.binarization != "none":
+        return ObservedGenerator(model, "bernoulli", categories=model.categories), {}
+    held, which = (data.valid, "validation") if data.valid is not None else (data.train, "training")
+    n = min(cfg.eval.observation_examples, len(held))
+    pick = torch.randperm(len(held), generator=torch.Generator().manual_seed(HELD_OUT_SEED))[:n]
+    build = lambda scale: ObservedGenerator(model, "gaussian", scale, model.categories)
+    scale, means = choose_scale(build, held.x[pick.to(held.x.device)], cfg.eval, progress)
+    grid = ", ".join(f"{s:g}: {m:.1f}" for s, m in means.items())
+    return build(scale), {"observation_scale": Result(
+        scale, None, f"sigma of N(g(z), sigma^2 I): the best mean AIS log p(x) of {n} {which} images over "
+        f"eval.observation_scales ({grid} nats)", "estimate", None, n, "grey levels")}
+
+
 FAMILY = Family(
     name="gan", help="generative adversarial network (DCGAN or MLP; no likelihood)", config=GANConfig,
     build=build, step=step, evaluate=evaluate, monitor=monitor, players=lambda model: model.players(),
@@ -266,4 +286,4 @@ FAMILY = Family(
     defaults={"data": {"binarization": "none"},
               "train": {"lr": 2e-4, "adam_betas": [0.5, 0.999], "adam_eps": 1e-8, "lr_schedule": "constant",
                         "batch_size": 64, "epochs": 25}},
-    diagnose=diagnose, epoch_end=epoch_end)
+    diagnose=diagnose, epoch_end=epoch_end, observation_model=observation_model)

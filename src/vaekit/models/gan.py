@@ -262,7 +262,12 @@ class GAN(nn.Module):
         Runs the generator in its current mode (training: BatchNorm on batch statistics, gradients to z
         and the weights). ema None uses the averaged generator when there is one, False the trained one:
         the generator's training step must pass ema=False."""
-        return torch.sigmoid(self._generator(ema)(z).flatten(1))
+        return torch.sigmoid(self.generate_logits(z, ema))
+
+    def generate_logits(self, z: torch.Tensor, ema: bool | None = None) -> torch.Tensor:
+        """G(z), the logits of the pixel values (generate's sigmoid undone), flattened; as generate.
+        [N, L] -> [N, D]."""
+        return self._generator(ema)(z).flatten(1)
 
     def discriminate(self, x: torch.Tensor) -> torch.Tensor:
         """Discriminator logits l(x), D(x) = sigmoid(l(x)). x [B, D] -> [B]."""
