@@ -339,7 +339,7 @@ def test_load_returns_the_trained_model(runs):
     assert model.sample(3).shape == (3, 64)
     with pytest.raises(FileNotFoundError, match="not a vaekit run folder"):
         vaekit.load(runs)
-    with pytest.raises(ValueError, match="no such folder.*run folder.*mnist-burda"):
+    with pytest.raises(ValueError, match="no such folder.*run folder.*published model: digits-vae"):
         vaekit.load("mnist-burda")
     with pytest.raises(TypeError, match="str or os.PathLike"):
         vaekit.load(3)

@@ -16,19 +16,27 @@ def load(name_or_path, device: str = "cpu"):
 
 
 def _run_folder(name_or_path):
-    """Where a model named by the user lives. Today: a run folder's path. The seam for named models
-    (a zoo: "mnist-burda") is here: a name resolves to its folder before the path checks below."""
+    """Where a model named by the user lives: a run folder's path, or a published model's name
+    ("digits-vae", also as "zoo:digits-vae"; vaekit.zoo) when no such path exists."""
     import os
     from pathlib import Path
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"load: expected the path of a run folder (str or os.PathLike), got "
                         f"{type(name_or_path).__name__}")
     path = Path(name_or_path)
+    if not path.exists() and str(name_or_path).removeprefix("zoo:") in _zoo_names():
+        from .zoo import entry
+        return entry(str(name_or_path))
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"load: {str(path)!r} is not a vaekit run folder: it has no config.json")
         return path
     what = "a file, not a folder" if path.exists() else "no such folder"
     raise ValueError(f"load: {str(name_or_path)!r}: {what}; load accepts the path of a run folder written by "
-                     "`vaekit train` (config.json + checkpoint.safetensors); names of published models (e.g. "
-                     "'mnist-burda') are not available yet")
+                     "`vaekit train` (config.json + checkpoint.safetensors) or the name of a published model: "
+                     f"{', '.join(_zoo_names()) or 'none'} (`vaekit zoo` lists them with their figures)")
+
+
+def _zoo_names() -> list[str]:
+    from .zoo import names
+    return names()

@@ -9,6 +9,7 @@
     vaekit sample|reconstruct|interpolate RUN    PNG grids in RUN/pictures/
     vaekit quality RUN               sample quality: Fréchet and kernel distances, precision, recall, ...
     vaekit quality --floor --data mnist          the same for real training images (the floor)
+    vaekit zoo                       the published models; RUN = zoo:NAME in any command (e.g. zoo:digits-vae)
     vaekit compare RUN [RUN ...]     one table of every run's results, pictures side by side (HTML, Markdown)
 """
 
@@ -236,6 +237,29 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _resolve_zoo(args) -> None:
+    """RUN arguments "zoo:NAME" name published models (vaekit.zoo): commands get a writable copy."""
+    from . import zoo
+    try:
+        if isinstance(getattr(args, "run", None), str):
+            args.run = zoo.resolve(args.run)
+        if isinstance(getattr(args, "runs", None), list):
+            args.runs = [zoo.resolve(r) for r in args.runs]
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+
+
+def cmd_zoo(args) -> None:
+    """The published models with the figures they were published with."""
+    from . import zoo
+    from .results import format_line, from_json
+    for name in zoo.names():
+        info = zoo.published(name)
+        print(f"{name}: {info['summary']}\n  {info['docs']}; made by: {info['command']}")
+        for key, r in from_json(info["results"]).items():
+            print("  " + format_line(key, r))
+
+
 COMMANDS = {
     "run": (cmd_run, "train, evaluate and draw pictures in one go"),
     "train": (cmd_train, "train a model"),
@@ -245,6 +269,7 @@ COMMANDS = {
     "interpolate": (picture_command("interpolations"), "decoded interpolations between test images"),
     "quality": (cmd_quality, "sample quality of a run in a classifier's feature space (any family)"),
     "compare": (cmd_compare, "one report of several runs: their results in one table, pictures side by side"),
+    "zoo": (cmd_zoo, "the published models (RUN = zoo:NAME in any command) and their published figures"),
 }
 
 
@@ -265,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                 p.set_defaults(resume=None)
         elif name == "compare":
             add_compare_args(p)
+        elif name == "zoo":
+            pass
         elif name == "quality":
             p.add_argument("run", nargs="?", help="run folder written by vaekit train")
             p.add_argument("--num-samples", type=int, help="images to score (default: the run's eval.quality_samples; "
@@ -277,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
             p.add_argument("--no-progress", action="store_true")
         else:
-            p.add_argument("run", help="run folder written by vaekit train")
+            p.add_argument("run", help="run folder written by vaekit train, or zoo:NAME (a published model)")
             p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
             p.add_argument("--no-progress", action="store_true")
             if name == "evaluate":
@@ -306,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .train import TrainingDiverged  # torch loads only once a command runs, not for --help
     try:
+        _resolve_zoo(args)
         args.fn(args)
         sys.stdout.flush()
     except (configlib.ConfigError, FileNotFoundError, ValueError) as e:
