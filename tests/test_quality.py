@@ -196,3 +196,61 @@ def test_quality_cli_floor_and_errors(capsys, digits):
     assert "feature network of digits" in out and "precision" in out
     assert main(["quality"]) == 2 and "expected a RUN folder" in capsys.readouterr().err
     assert main(["quality", "somewhere", "--floor"]) == 2
+
+
+# -----------------------------------------------------------------------------
+# the optional standard FID (vaekit.inception)
+
+from vaekit import inception  # noqa: E402
+
+
+def inception_available() -> bool:
+    try:
+        inception.network()
+    except inception.InceptionUnavailable:
+        return False
+    return True
+
+
+def test_inception_without_its_weights_says_where_they_go(tmp_path, capsys, digits, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub folder: no weights there
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", "vae", "--data", "digits", "--epochs", "1", "--no-progress", "--device", "cpu",
+                 "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    assert main(["quality", str(run_dir), "--inception", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert inception.WEIGHTS in err and str(tmp_path / "torch" / "hub" / "checkpoints") in err
+    assert not (run_dir / "quality.json").exists()  # refused before any work
+    assert main(["quality", "--floor", "--inception"]) == 2
+
+
+class MeanColour(torch.nn.Module):
+    """A stand-in for Inception: the mean of each colour channel, as torch-fidelity's (features,) tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x)
+        return (x.double().mean((2, 3)),)
+
+
+def test_inception_features_get_uint8_rgb_images():
+    net, images = MeanColour(), torch.rand(450, 64)
+    out = inception.features(net, images, (1, 8, 8))
+    batch = net.inputs[0]
+    assert batch.dtype == torch.uint8 and batch.shape == (inception.BATCH, 3, 8, 8) and len(net.inputs) == 3
+    assert torch.equal(batch[:, 0], batch[:, 2])  # the grey level copied to three channels
+    assert torch.allclose(out[:, 0], (images * 255).round().mean(1).double(), atol=1e-9)
+
+
+@pytest.mark.skipif(not inception_available(), reason=f"torch-fidelity or {inception.WEIGHTS} not available")
+def test_inception_fid_is_small_for_two_halves_and_large_for_noise(digits):
+    sets, _ = digits
+    net, x, shape = inception.network(), sets["train"].x, sets["train"].image_shape
+    same = inception.fid(net, x[:500], x[500:1000], shape)
+    noisy = inception.fid(net, torch.rand(500, x.shape[1]), x[500:1000], shape)
+    assert same.value < noisy.value / 10

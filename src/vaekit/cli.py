@@ -176,8 +176,11 @@ def cmd_quality(args) -> None:
     from .results import format_line, from_json
     if (args.run is not None) == (args.floor or args.build_features):
         raise ValueError("quality: expected a RUN folder, or --floor / --build-features with --data (not both)")
+    if args.inception and args.run is None:
+        raise ValueError("quality: --inception scores a RUN's samples; it does not apply to --floor / --build-features")
     if args.run is not None:
-        report = yardstick.run_quality(args.run, args.num_samples, args.device, progress=not args.no_progress)
+        report = yardstick.run_quality(args.run, args.num_samples, args.device, progress=not args.no_progress,
+                                       inception=args.inception)
         print(f"sample quality of {args.run} [{report['data']}, {report['num_samples']} samples against "
               f"{report['reference']}, {report['seconds']} s]")
         results = from_json(report["results"])
@@ -297,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--num-samples", type=int, help="images to score (default: the run's eval.quality_samples; "
                                                            "--floor: 10000 training images)")
             p.add_argument("--floor", action="store_true", help="score real training images instead of a model's")
+            p.add_argument("--inception", action="store_true",
+                           help="also the standard FID with Inception-v3 (needs torch-fidelity and its weights "
+                                "file placed locally; see vaekit.inception)")
             p.add_argument("--build-features", action="store_true",
                            help="train (or find in the cache) the data set's feature network and print its accuracy")
             p.add_argument("--data", default="digits", help="data set for --floor / --build-features")

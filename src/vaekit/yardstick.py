@@ -175,9 +175,11 @@ def feature_accuracy(net, test) -> Result:
     return proportion(classifier.accuracy(net, test), len(test), "test accuracy of the feature network")
 
 
-def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", progress: bool = True) -> dict:
+def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", progress: bool = True,
+                inception: bool = False) -> dict:
     """Every sample-quality metric of a run's model: num_samples images (default eval.quality_samples)
-    against the grey-level test images of its data set. Writes <run_dir>/quality.json and returns it."""
+    against the grey-level test images of its data set (with inception, also the standard FID; see
+    vaekit.inception). Writes <run_dir>/quality.json and returns it."""
     import json
     import time
     from pathlib import Path
@@ -187,16 +189,21 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     from .runs import load_run, seeded_stream
     start = time.perf_counter()
     cfg, model = load_run(run_dir, device)
+    dev = next(model.parameters()).device
+    inception_net = _inception_network(dev) if inception else None  # missing weights: say so before any work
     d = cfg.data
     sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
     net, info = feature_network(sets["train"], progress)
-    dev = next(model.parameters()).device
     with seeded_stream(cfg.eval.seed, dev):
         generated = model_images(model.eval(), num_samples or cfg.eval.quality_samples)
     net, test, train = net.to(dev), sets["test"], sets["train"].x.to(dev)
     fake, fake_probs = embed(net, generated, test.image_shape)
     real = embed(net, test.x.to(dev), test.image_shape)[0]
     results = {**feature_quality(real, fake, fake_probs, cfg.eval.seed), "feature_accuracy": feature_accuracy(net, test)}
+    if inception_net is not None:
+        from .inception import fid
+        results["inception_fid"] = fid(inception_net, generated, test.x.to(dev), test.image_shape,
+                                       PROTOCOL["bootstrap"], cfg.eval.seed)
     memory = memorisation_of(fake, embed(net, train, test.image_shape)[0], real)
     picture = memorisation_picture(generated, train, memory["pairs"], test.image_shape,
                                    Path(run_dir) / "pictures" / "nearest_training_images.png")
@@ -207,6 +214,11 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
               "seconds": round(time.perf_counter() - start, 1)}
     (Path(run_dir) / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _inception_network(device):
+    from .inception import network
+    return network(device)
 
 
 def floor(train, test, num_samples: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, Result]:
