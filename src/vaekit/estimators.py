@@ -42,7 +42,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_non_neg
 from . import config as configlib
 from .annealing import EXACT_UNITS, best_log_partition, log_partition
 from .data import ImageSet
-from .evaluate import log_likelihood
+from .objectives import log_importance_weights
 from .models.rbm import base_rate_bias
 from .runs import Splits, as_image_set, configure_process, resolve_device, seeded_stream
 from .train import Trainer
@@ -413,15 +413,27 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, GenerativeEstimator
         K = n_importance_samples (a stochastic lower bound, tight as K grows; seeded), float64 [n_samples]."""
         check_is_fitted(self)
         X = self._validate(X, "score_samples")
-        e = self.trainer_.cfg.eval
+        e, model = self.trainer_.cfg.eval, self.model_.eval()
         with seeded_stream(e.seed, self.trainer_.device):
-            log_px = [log_likelihood(self.model_.eval(), x, e.num_samples, e.chunk_size)
-                      for x in self._rows(X, e.batch_size)]
-        return torch.cat(log_px).double().cpu().numpy()
+            noise = torch.randn(e.num_samples, 1, model.latent, device=self.trainer_.device)
+        return torch.cat([_common_noise_log_px(model, x, noise, e.chunk_size)
+                          for x in self._rows(X, e.batch_size)]).double().cpu().numpy()
 
     def score(self, X, y=None) -> float:
         """Mean log p(x) of the rows of X, nats."""
         return float(self.score_samples(X).mean())
+
+
+def _common_noise_log_px(model, x: torch.Tensor, noise: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """Importance-sampled log p(x) [B] with the same standard-normal draws noise [K, 1, L] for every row:
+    z_k = E_q[z|x] + sd_q(z|x) noise_k is a draw from each row's diagonal Gaussian q (common random
+    numbers), so a row's estimate depends on that row alone, not on the rows scored beside it."""
+    q, total = model.posterior(x), None
+    for eps in noise.split(chunk_size):
+        log_w = log_importance_weights(x, q, model.prior(), model.likelihood, len(eps), z=q.mean + q.stddev * eps)
+        lse = torch.logsumexp(log_w, 0)
+        total = lse if total is None else torch.logaddexp(total, lse)
+    return total - math.log(len(noise))
 
 
 class GAN(GenerativeEstimator):

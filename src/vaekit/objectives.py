@@ -17,9 +17,10 @@ Likelihood = Callable[[torch.Tensor], Distribution]  # z [..., L] -> p(x|z), eve
 
 
 def log_importance_weights(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
-                           num_samples: int) -> torch.Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q (reparameterised). x [B, D] -> [K, B]."""
-    z = q.rsample((num_samples,))
+                           num_samples: int, z: torch.Tensor | None = None) -> torch.Tensor:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q (reparameterised), or the given draws
+    z [K, B, L] from q. x [B, D] -> [K, B]."""
+    z = q.rsample((num_samples,)) if z is None else z
     return likelihood(z).log_prob(x) + prior.log_prob(z) - q.log_prob(z)
 
 
