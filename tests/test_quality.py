@@ -147,6 +147,20 @@ def test_two_halves_of_one_set_are_near_zero_apart(digits):
     assert noisy["precision"].value < halves["precision"].value - 0.2 and noisy["density"].value < halves["density"].value
 
 
+def test_binary_line_scores_binary_draws_against_the_binarised_test_set(digits):
+    sets, net = digits
+    x, shape = sets["test"].x, sets["test"].image_shape
+    draws = yardstick.binary_images(x, seed=3)
+    assert set(draws.unique().tolist()) <= {0.0, 1.0} and torch.equal(draws, yardstick.binary_images(x, seed=3))
+    # the same images binarised twice (seeds 1 and 0) against uniform noise binarised
+    same = yardstick.binary_line(net, x, x, shape, seed=1)
+    noise = yardstick.binary_line(net, torch.rand_like(x), x, shape, seed=1)
+    assert set(same) == {f"binary_{k}" for k in ("frechet_distance", "kernel_distance", "precision", "recall",
+                                                 "density", "coverage", "confident_share", "label_entropy")}
+    assert same["binary_frechet_distance"].value < noise["binary_frechet_distance"].value / 10
+    assert same["binary_recall"].value > 0.5 > noise["binary_recall"].value
+
+
 def test_degrade_checks_its_arguments_and_keeps_level_zero(digits):
     sets, _ = digits
     x, shape = sets["test"].x, sets["test"].image_shape
@@ -187,6 +201,7 @@ def test_quality_of_a_run_from_the_cli(tmp_path, capsys, digits, family):
     assert set(report["results"]) >= {"frechet_distance", "kernel_distance", "precision", "recall", "density",
                                       "coverage", "confident_share", "label_entropy", "feature_accuracy"}
     assert report["results"]["frechet_distance"]["value"] > 0 and report["results"]["feature_accuracy"]["value"] > 0.95
+    assert {"binary_frechet_distance", "binary_precision", "binary_coverage"} <= set(report["results"])
     assert (run_dir / "pictures" / "nearest_training_images.png").is_file() and "nearest training image" in out
 
 

@@ -6,6 +6,8 @@ The convention, identical for every model:
   (Bernoulli decoders and the RBM give p(x = 1 | z) or p(v = 1 | h), grey-level models their means,
   the GAN sigmoid(G(z))), clamped to [0, 1] (only a Gaussian model's means can leave it);
 - reference: the data set's grey-level test images;
+- a second line, every metric prefixed "binary_": binary images drawn from those means, x ~ Bernoulli(mean)
+  (seeded), against the test images binarised once (seed 0, the draw every run's held-out set uses);
 - features: the penultimate layer of vaekit.classifier's network trained on the training images and
   labels (cached, SHA-256 checked), the "Fréchet LeNet distance" of the MNIST literature;
 - metrics: vaekit.quality's Fréchet distance (bootstrap error), KID (block error), precision and
@@ -24,12 +26,13 @@ import torch.nn.functional as F
 from . import classifier, quality
 from .results import Result, proportion
 
-__all__ = ["PROTOCOL", "sample_quality", "degrade", "feature_network", "feature_accuracy", "model_images",
+__all__ = ["PROTOCOL", "sample_quality", "binary_line", "binary_images", "degrade", "feature_network", "feature_accuracy", "model_images",
            "run_quality", "floor", "memorisation", "memorisation_of", "embed", "feature_quality"]
 
 PROTOCOL = {
     "pixels": "mean images in [0, 1] (p(x=1|z) for Bernoulli models), clamped",
     "reference": "grey-level test images",
+    "binary_line": "binary_*: x ~ Bernoulli(mean image) against the test images binarised once (seed 0)",
     "features": "penultimate layer of vaekit.classifier's network (trained on the training images and labels)",
     "precision_recall_k": 3,
     "density_coverage_k": 5,
@@ -90,6 +93,23 @@ def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
     out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def binary_images(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """x ~ Bernoulli(images) [N, D] for the convention's binary line, drawn on the CPU (every device
+    scores the same binary images)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(images.detach().cpu().clamp(0, 1), generator=g).to(images.device)
+
+
+def binary_line(net: classifier.Classifier, generated: torch.Tensor, reference: torch.Tensor, image_shape,
+                seed: int = 0) -> dict[str, Result]:
+    """sample_quality's metrics, as "binary_<name>", of binary draws of the generated images [M, D] against
+    the reference images [N, D] binarised once with HELD_OUT_SEED: the convention's second line."""
+    from .runs import HELD_OUT_SEED
+    line = sample_quality(net, binary_images(generated, seed), binary_images(reference, HELD_OUT_SEED),
+                          image_shape, seed)
+    return {f"binary_{name}": r for name, r in line.items()}
 
 
 def degrade(x: torch.Tensor, image_shape: tuple[int, int, int], kind: str, level: float,
@@ -199,7 +219,8 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     net, test, train = net.to(dev), sets["test"], sets["train"].x.to(dev)
     fake, fake_probs = embed(net, generated, test.image_shape)
     real = embed(net, test.x.to(dev), test.image_shape)[0]
-    results = {**feature_quality(real, fake, fake_probs, cfg.eval.seed), "feature_accuracy": feature_accuracy(net, test)}
+    results = {**feature_quality(real, fake, fake_probs, cfg.eval.seed), "feature_accuracy": feature_accuracy(net, test),
+               **binary_line(net, generated, test.x.to(dev), test.image_shape, cfg.eval.seed)}
     if inception_net is not None:
         from .inception import fid
         results["inception_fid"] = fid(inception_net, generated, test.x.to(dev), test.image_shape,
@@ -230,5 +251,6 @@ def floor(train, test, num_samples: int | None = None, seed: int = 0, progress: 
         raise ValueError(f"num_samples: expected 1..{len(train)} (the training images), got {num_samples}")
     net, _ = feature_network(train, progress)
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num_samples]
-    return {**sample_quality(net, train.x[pick.to(train.x.device)], test.x, test.image_shape, seed),
-            "feature_accuracy": feature_accuracy(net, test)}
+    images = train.x[pick.to(train.x.device)]
+    return {**sample_quality(net, images, test.x, test.image_shape, seed), "feature_accuracy": feature_accuracy(net, test),
+            **binary_line(net, images, test.x, test.image_shape, seed)}
