@@ -147,3 +147,57 @@ def test_vae_rejects_unknown_likelihood_and_activation():
         VAE(4, [3], 2, "tanh", "poisson")
     with pytest.raises(ValueError, match="activation"):
         VAE(4, [3], 2, "swishy")
+
+
+# -----------------------------------------------------------------------------
+# the convolutional VAE (the GAN family's DCGAN networks)
+
+def conv_vae(likelihood="bernoulli", seed=0):
+    torch.manual_seed(seed)
+    return VAE(64, [], 3, likelihood=likelihood, architecture="conv", image_shape=(1, 8, 8), width=4).eval()
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_conv_vae_shapes_and_the_bounds_order(likelihood):
+    model = conv_vae(likelihood)
+    x = data_for(model)
+    assert model.log_weights(x, 5).shape == (5, 7) and model.decode_mean(torch.randn(4, 3)).shape == (4, 64)
+    assert model.likelihood(torch.randn(5, 7, 3)).batch_shape == (5, 7)  # K samples folded into the batch
+    with torch.no_grad():
+        elbo_value = float(model.elbo(x, 200).mean())
+        log_px = float(log_likelihood(model, x, 2000, 500).mean())
+    assert elbo_value < log_px
+
+
+def test_conv_vae_decoder_is_the_gan_generator():
+    from vaekit.models.gan import GAN
+    vae = VAE(784, [], 64, architecture="conv", image_shape=(1, 28, 28), width=32)
+    gan = GAN(784, (1, 28, 28), latent=64, architecture="conv", width=32)
+    assert {k: v.shape for k, v in vae.decoder.net.state_dict().items()} == \
+        {k: v.shape for k, v in gan.generator.state_dict().items()}
+
+
+def test_conv_vae_needs_an_image_shape_and_image_data(tmp_path, capsys):
+    import numpy as np
+    from vaekit.cli import main
+    with pytest.raises(ValueError, match="image_shape"):
+        VAE(64, [], 3, architecture="conv")
+    with pytest.raises(ValueError, match="architecture"):
+        VAE(64, [], 3, architecture="transformer")
+    flat = tmp_path / "flat.npz"  # rows of 10 values: no image to convolve
+    np.savez(flat, train=np.ones((20, 10), np.float32), test=np.zeros((5, 10), np.float32))
+    assert main(["train", "--model", "vae", "--data", "npy", "--set", f"data.path={flat}", "--set",
+                 "vae.architecture=conv", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    assert "vae.architecture: 'conv' needs image data" in capsys.readouterr().err
+
+
+def test_conv_vae_trains_on_digits_from_the_cli(tmp_path):
+    import json
+    from vaekit.cli import main
+    run = tmp_path / "conv"
+    assert main(["run", "--model", "vae", "--preset", "dcgan", "--set", "vae.width=8", "--data", "digits",
+                 "--epochs", "4", "--no-progress", "--device", "cpu", "--set", "eval.num_samples=50",
+                 "--out", str(run)]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["test/elbo"] > rows[0]["test/elbo"] + 5
+    assert json.loads((run / "eval.json").read_text())["results"]["nll"]["value"] < -rows[-1]["test/elbo"] + 1

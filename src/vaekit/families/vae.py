@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import check_choice, check_positive
-from ..models.vae import VAE
-from ..nets import ACTIVATIONS
+from ..config import ConfigError, check_choice, check_positive
+from ..models.vae import ARCHITECTURES, VAE
+from ..nets import ACTIVATIONS, conv_stages
 from . import Family, latent
 
 
@@ -18,11 +18,14 @@ class VAEConfig:
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # bernoulli | gaussian
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
+    architecture: str = "mlp"  # mlp (hidden, activation) | conv (the GAN family's DCGAN networks, for images)
+    width: int = 32  # conv: channels of the first stage (as gan.width: the same decoder as such a GAN)
 
     def validate(self) -> None:
         check_choice(self.likelihood, ("bernoulli", "gaussian"), "vae.likelihood")
         check_choice(self.activation, ACTIVATIONS, "vae.activation")
-        check_positive(self, "vae", ("hidden", "latent", "min_scale"))
+        check_choice(self.architecture, ARCHITECTURES, "vae.architecture")
+        check_positive(self, "vae", ("hidden", "latent", "min_scale", "width"))
 
 
 PRESETS = {
@@ -30,14 +33,23 @@ PRESETS = {
     "examples": {"hidden": [400], "latent": 20, "activation": "relu"},
     # Burda, Grosse & Salakhutdinov 2016, one stochastic layer: 784-200-200-50, tanh
     "burda": {"hidden": [200, 200], "latent": 50, "activation": "tanh"},
+    # the decoder of bench/configs/mnist_dcgan.toml's GAN (a DCGAN generator of width 32), with its encoder
+    "dcgan": {"architecture": "conv", "width": 32, "latent": 64},
 }
 
 
 def build(c: VAEConfig, spec) -> VAE:
-    return VAE(spec.num_dims, list(c.hidden), c.latent, c.activation, c.likelihood, c.min_scale)
+    if c.architecture == "conv":
+        try:
+            conv_stages(*spec.image_shape[1:])
+        except ValueError as error:
+            raise ConfigError(f"vae.architecture: 'conv' needs image data; {error}") from None
+    return VAE(spec.num_dims, list(c.hidden), c.latent, c.activation, c.likelihood, c.min_scale,
+               c.architecture, spec.image_shape, c.width)
 
 
 FAMILY = Family(
-    name="vae", help="variational autoencoder (MLPs; presets examples, burda)", config=VAEConfig, build=build,
+    name="vae", help="variational autoencoder (MLPs or DCGAN convolutions; presets examples, burda, dcgan)",
+    config=VAEConfig, build=build,
     step=latent.step, evaluate=latent.evaluate_test, monitor=latent.monitor, pictures=latent.PICTURES,
     binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS)

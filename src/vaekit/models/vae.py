@@ -1,17 +1,20 @@
 """The variational autoencoder (Kingma & Welling 2014; Rezende, Mohamed & Wierstra 2014).
 
 Gaussian encoder q(z|x) = N(loc(x), diag scale(x)^2), prior p(z) = N(0, I), decoder p(x|z) either
-Bernoulli(logits = g(z)) or Normal(g(z), diag scale^2) with one learned scale per dimension.
+Bernoulli(logits = g(z)) or Normal(g(z), diag scale^2) with one learned scale per dimension; the
+networks are MLPs or, for images, the DCGAN convolutions the GAN family uses.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl_divergence
 
-from ..nets import mlp
+from ..nets import ConvDiscriminator, ConvGenerator, mlp
 from ..objectives import log_importance_weights
 
 
@@ -31,18 +34,58 @@ def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
+class ImageEncoder(nn.Module):
+    """x [B, D] -> [B, out]: the DCGAN discriminator's convolutions on x seen as images of image_shape."""
+
+    def __init__(self, image_shape, width: int, out_features: int):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = ConvDiscriminator(image_shape, width, out_features=out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(-1, *self.image_shape))
+
+
+class ImageDecoder(nn.Module):
+    """z [..., L] -> [..., D]: the DCGAN generator (the GAN family's), flattened; any leading dims
+    (K importance samples of B examples) are folded into its batch."""
+
+    def __init__(self, latent: int, image_shape, width: int):
+        super().__init__()
+        self.net = ConvGenerator(latent, image_shape, width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.reshape(-1, z.shape[-1])).flatten(1).reshape(*z.shape[:-1], -1)
+
+
+ARCHITECTURES = ("mlp", "conv")
+
+
 class VAE(nn.Module):
-    """A VAE with MLP encoder and decoder; x is [B, D], z is [B, L] (or [K, B, L] for K samples)."""
+    """A VAE on x [B, D] with z [B, L] (or [K, B, L] for K samples). architecture "mlp": MLP encoder and
+    decoder (hidden sizes, activation); "conv": the DCGAN networks of the GAN family on images of
+    image_shape (encoder: the discriminator's convolutions with 2L outputs; decoder: the generator,
+    the same network a GAN of that width trains), width channels in the first stage."""
 
     def __init__(self, data_dim: int, hidden: list[int], latent: int, activation: str = "tanh",
-                 likelihood: str = "bernoulli", min_scale: float = 1e-3):
+                 likelihood: str = "bernoulli", min_scale: float = 1e-3, architecture: str = "mlp",
+                 image_shape=None, width: int = 32):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood: expected 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture: expected one of {list(ARCHITECTURES)}, got {architecture!r}")
         self.data_dim, self.latent, self.likelihood_name = data_dim, latent, likelihood
         self.min_scale = min_scale
-        self.encoder = mlp([data_dim, *hidden, 2 * latent], activation)
-        self.decoder = mlp([latent, *reversed(hidden), data_dim], activation)
+        if architecture == "conv":
+            if image_shape is None or math.prod(image_shape) != data_dim:
+                raise ValueError(f"image_shape: architecture 'conv' needs the (C, H, W) of the data, C*H*W = "
+                                 f"data_dim = {data_dim}; got {image_shape!r}")
+            self.encoder = ImageEncoder(image_shape, width, 2 * latent)
+            self.decoder = ImageDecoder(latent, image_shape, width)
+        else:
+            self.encoder = mlp([data_dim, *hidden, 2 * latent], activation)
+            self.decoder = mlp([latent, *reversed(hidden), data_dim], activation)
         if likelihood == "gaussian":
             # softplus(0.5413) = 1: start at unit scale, learned per dimension
             self.raw_scale = nn.Parameter(torch.full((data_dim,), 0.5413))
@@ -83,7 +126,8 @@ class VAE(nn.Module):
     def as_linear_gaussian(self):
         """The same generative model as a LinearGaussian (exact log p(x) and p(z|x)) when the decoder is
         one Linear layer with a Gaussian likelihood, else None. Shares no parameters: a snapshot."""
-        linear = len(self.decoder) == 1 and isinstance(self.decoder[0], nn.Linear)
+        linear = isinstance(self.decoder, nn.Sequential) and len(self.decoder) == 1 and \
+            isinstance(self.decoder[0], nn.Linear)
         if not (linear and self.likelihood_name == "gaussian"):
             return None
         from .linear import LinearGaussian
