@@ -16,10 +16,14 @@ vaekit run --config bench/configs/mnist_rbm.toml --data-dir "$data" --set train.
 vaekit run --model linear --data mnist --data-dir "$data" --set linear.init=ppca --latent 50 \
     --set data.binarization=none --epochs 3 --set eval.num_samples=100 --set train.num_threads="$threads" \
     --out "$runs/mnist-linear"
+vaekit run --model vae --preset dcgan --likelihood gaussian --data mnist --data-dir "$data" \
+    --set data.binarization=none --epochs 100 --set train.time_limit_minutes=38 --set eval.num_samples=100 \
+    --set eval.chunk_size=100 --set eval.monitor_samples=10 --set train.num_threads="$threads" \
+    --out "$runs/mnist-conv-vae"
 [ -d "$runs/mnist-dcgan" ] || vaekit run --config bench/configs/mnist_dcgan.toml --data-dir "$data" \
     --out "$runs/mnist-dcgan"
-for run in mnist-burda mnist-rbm mnist-linear mnist-dcgan; do
+for run in mnist-burda mnist-rbm mnist-linear mnist-conv-vae mnist-dcgan; do
   VAEKIT_MNIST_DIR="$data" vaekit quality "$runs/$run" --no-progress
 done
 VAEKIT_MNIST_DIR="$data" vaekit compare "$runs"/mnist-burda "$runs"/mnist-rbm "$runs"/mnist-linear \
-    "$runs"/mnist-dcgan --floor --screenshot --out "$out/report" --force --no-progress
+    "$runs"/mnist-conv-vae "$runs"/mnist-dcgan --floor --screenshot --out "$out/report" --force --no-progress
