@@ -8,7 +8,7 @@ loaded by name, offline.
 
 An entry is a run folder vaekit/zoo/<name>/ holding what evaluating and drawing need: config.json, the
 model's tensors with the checkpoint's metadata (checkpoint.safetensors and checkpoint.json; no optimizer
-state, so no resuming) and published.json: the figures as typed results, the command that made them
+state, so no resuming), its training curves (metrics.jsonl) and published.json: the figures as typed results, the command that made them
 and where docs/benchmarks.md reports them. Its data.data_dir is unset, so the data set is found the way
 any run finds it (VAEKIT_MNIST_DIR, the cache, a checksum-verified download). Commands that write into a
 run folder (evaluate, sample, quality) work on a copy in $VAEKIT_CACHE_DIR/zoo/<name>/, never in the
@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent
 PREFIX = "zoo:"
 FILES = ("config.json", "checkpoint.safetensors", "checkpoint.json", "published.json")
+OPTIONAL = ("metrics.jsonl",)  # the training curves, for `vaekit compare`
 
 
 def names() -> list[str]:
@@ -58,7 +59,7 @@ def working_copy(name: str) -> Path:
     if not fresh:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        for file in FILES:
+        for file in FILES + tuple(f for f in OPTIONAL if (source / f).is_file()):
             shutil.copy2(source / file, target / file)
     return target
 
@@ -85,4 +86,7 @@ def export(run_dir: str | os.PathLike, name: str, info: dict, root: Path = ROOT)
     checkpoint.save(folder, {"model": groups["model"]}, meta)
     configlib.save(configlib.from_dict(values), folder / "config.json")
     (folder / "published.json").write_text(json.dumps(info, indent=2) + "\n")
+    for file in OPTIONAL:
+        if (Path(run_dir) / file).is_file():
+            shutil.copy2(Path(run_dir) / file, folder / file)
     return folder
