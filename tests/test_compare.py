@@ -150,6 +150,14 @@ def test_missing_results_say_not_computed_and_the_columns_are_grouped(runs, tmp_
     described = [rows["vae"][D[d]] for d in ("family", "data", "binarisation", "epochs")]
     assert described == ["vae", "digits", "dynamic", "2"]
     assert rows["vae"][D["training time"]].endswith(" s") and int(rows["vae"][D["parameters"]].replace(",", "")) > 0
+    assert re.fullmatch(r"cpu: \d+ threads", rows["vae"][D["hardware"]])  # training times are only comparable with it
+
+
+def test_hardware_lists_every_device_a_run_was_trained_on_in_order():
+    rows = [{"epoch": 1, "hardware": "cuda: NVIDIA H200"}, {"epoch": 2, "hardware": "cpu: 2 threads"},
+            {"epoch": 3, "hardware": "cuda: NVIDIA H200"}]
+    assert comparelib.hardware(rows) == "cuda: NVIDIA H200, cpu: 2 threads"
+    assert comparelib.hardware([{"epoch": 1}]) == "not logged"  # runs trained before it was logged
 
 
 def test_the_page_needs_no_other_file(runs, tmp_path):

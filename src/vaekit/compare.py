@@ -11,10 +11,11 @@ number from elsewhere. `--evaluate` computes the missing files first.
 
 Column order (stable for the same runs in the same order):
 1. the run's description: run (folder name), family, architecture, parameters, data set, binarisation,
-   test set, epochs, training time. The architecture is the run's family section of its config (the
-   section named after model.name, as vaekit reads the run: its checkpoint's record, which config.json
-   must agree with), every field set, in the section's order, as `key=value` (strings bare, other
-   values as JSON: `hidden=[200, 200] latent=50 activation=tanh`); fields set to null are left out;
+   test set, epochs, training time, hardware (each epoch logs its device). The architecture is the run's
+   family section of its config (the section named after model.name, as vaekit reads the run: its
+   checkpoint's record, which config.json must agree with), every field set, in the section's order, as
+   `key=value` (strings bare, other values as JSON: `hidden=[200, 200] latent=50 activation=tanh`);
+   fields set to null are left out;
 2. eval.json results in nats or bits/dim: log p(x), its bounds, the ELBO's terms (and any other entropy);
 3. sample quality: quality.json results;
 4. the other eval.json results (shares, accuracies, ...).
@@ -61,7 +62,7 @@ SIDE_TEXT = {
                               "e.g. the NLL by importance sampling",
 }
 DESCRIPTION = ("run", "family", "architecture", "parameters", "data", "binarisation", "test set", "epochs",
-               "training time")
+               "training time", "hardware")
 assert set(SIDE_MARKS) == set(SIDES) == set(SIDE_TEXT)
 
 
@@ -141,6 +142,12 @@ def training_seconds(rows: list[dict]) -> float | None:
     return float(sum(times)) if times else None
 
 
+def hardware(rows: list[dict]) -> str:
+    """The hardware the epochs were trained on, in order of first use ("not logged" before it was logged)."""
+    names = dict.fromkeys(row["hardware"] for row in rows if isinstance(row.get("hardware"), str))
+    return ", ".join(names) or "not logged"
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "not logged"
@@ -212,7 +219,7 @@ def describe(run_dir: Path, label: str, cfg, settings: dict, eval_doc: dict | No
             "binarisation": cfg.data.binarization,
             "test set": (eval_doc or {}).get("test_binarization", NOT_COMPUTED),
             "epochs": epochs_text(cfg, checkpoint.metadata(run_dir), rows),
-            "training time": format_duration(training_seconds(rows))}
+            "training time": format_duration(training_seconds(rows)), "hardware": hardware(rows)}
 
 
 def read_run(run_dir: Path, label: str) -> Run:

@@ -56,6 +56,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def hardware_text(device: torch.device) -> str:
+    """What trained an epoch, for its metrics row: the GPU's name, or the CPU and its torch threads
+    (training times of runs are only comparable on the same hardware)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} threads"
+
+
 @contextlib.contextmanager
 def seeded_stream(seed: int, device: torch.device | str):
     """Run a block on its own random stream, seeded, leaving the global one as it was: evaluation and

@@ -23,7 +23,8 @@ from . import checkpoint
 from . import config as configlib
 from . import families
 from .data import DataSpec, Loader
-from .runs import Splits, create_run_dir, load_weights, prepare_data, resolve_device, seeded_stream
+from .runs import (Splits, create_run_dir, hardware_text, load_weights, prepare_data, resolve_device,
+                   seeded_stream)
 
 
 class TrainingDiverged(RuntimeError):
@@ -354,7 +355,7 @@ class Trainer:
             row = self.train_epoch()
             row.update(self.held_out_row())
             self.epoch += 1
-            row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row}
+            row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row, "hardware": hardware_text(self.device)}
             warnings = self.exploding(row) + (self.family.diagnose([*self.history, row]) if self.family.diagnose else [])
             if warnings:
                 row["warnings"] = warnings
