@@ -96,15 +96,17 @@ def check_cell(text: str, record: dict) -> None:
 
 
 def markdown_rows(path: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """The first table of report.md: its header and each row's cells by run."""
-    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
-    split = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
-    header = split[0]
-    rows = {}
-    for cells in split[1:]:
-        if len(cells) != len(header):
-            break  # the picture tables that follow
-        rows[cells[0]] = cells
+    """The result tables of report.md (those before its first section) joined: the header and each run's
+    cells, as one table with the run named once."""
+    text = path.read_text().split("\n## ")[0]
+    tables = [[[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in block.splitlines()
+               if line.startswith("| ")] for block in text.split("\n\n")]
+    header, rows = [], {}
+    for table in (t for t in tables if t):
+        assert table[0][0] == "run" and all(len(cells) == len(table[0]) for cells in table)
+        header += table[0][1 if header else 0:]
+        for cells in table[1:]:  # (the |---| line is no "| " line)
+            rows[cells[0]] = rows.get(cells[0], [cells[0]]) + cells[1:]
     return header, rows
 
 

@@ -40,16 +40,22 @@ def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(runs: list[Run], columns: list[Column]) -> str:
-    """The table: a row per run, its description then a cell per column."""
-    header = [*DESCRIPTION, *(header_text(c) for c in columns)]
+def markdown_grid(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
-    for run in runs:
-        cells = [run.description[d] for d in DESCRIPTION]
-        cells += [cell_text(run.results[(c.source, c.name)], c) if (c.source, c.name) in run.results
-                  else NOT_COMPUTED for c in columns]
-        lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(md_escape(c) for c in cells) + " |" for cells in rows])
+
+
+def markdown_table(runs: list[Run], columns: list[Column]) -> str:
+    """The tables: the runs' descriptions, then one per column group (the run, then the group's columns),
+    so that each fits a page; every run has a row in each, "not computed" where it has no result."""
+    tables = [markdown_grid(list(DESCRIPTION), [[run.description[d] for d in DESCRIPTION] for run in runs])]
+    for group, title in GROUPS.items():
+        chosen = [c for c in columns if c.group == group]
+        if chosen:
+            cells = [[run.label, *(cell_text(run.results[(c.source, c.name)], c) if (c.source, c.name) in run.results
+                                   else NOT_COMPUTED for c in chosen)] for run in runs]
+            tables.append(f"**{title[0].upper()}{title[1:]}**\n\n" + markdown_grid(["run", *(header_text(c) for c in chosen)], cells))
+    return "\n\n".join(tables)
 
 
 ARCHITECTURE_TEXT = ("Architecture: every field set in the run's family section of its config (the section named "
