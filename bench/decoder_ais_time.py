@@ -26,7 +26,7 @@ def main() -> None:
     cfg, model = load_run(args.run, args.device)
     cfg = replace(cfg, eval=replace(cfg.eval, decoder_ais_examples=args.examples, bdmc_examples=args.bdmc,
                                     decoder_ais_steps=args.steps, decoder_ais_chains=args.chains))
-    data = prepare_data(cfg, args.device)
+    data = prepare_data(cfg, next(model.parameters()).device)  # the device load_run resolved ("auto")
     start = time.perf_counter()
     out = ais_evaluation(model, data, cfg, progress=False)
     for name, r in out["results"].items():

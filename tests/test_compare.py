@@ -326,20 +326,20 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_headless_chromium_shows_the_page_with_every_image(runs, tmp_path):
-    if comparelib.find_chromium() is None:
-        pytest.skip(f"no headless Chromium on PATH (looked for {', '.join(comparelib.CHROMIUM_NAMES)}): "
+    if reportlib.find_chromium() is None:
+        pytest.skip(f"no headless Chromium on PATH (looked for {', '.join(reportlib.CHROMIUM_NAMES)}): "
                     "apt-get install chromium")
     report = comparelib.compare([runs / "vae", runs / "linear"], out=tmp_path / "r", screenshot_png=True,
                                 progress=False)
-    page = comparelib.check_page(report.files["html"])
+    page = reportlib.check_page(report.files["html"])
     assert page["images"] == len(parse_page(report.files["html"]).images) >= 3
     assert page["images_loaded"] == page["images"]  # every embedded picture decoded
     width, height = png_size(report.files["png"])  # the whole page, as laid out in a window that wide
-    there = page if width == 1400 else comparelib.check_page(report.files["html"], width)
+    there = page if width == 1400 else reportlib.check_page(report.files["html"], width)
     assert width >= 1400 and height >= there["height"]
     broken = report.files["html"].read_text().replace('src="data:image/png;base64,', 'src="missing.png#', 1)
     (tmp_path / "broken.html").write_text(broken)
-    assert comparelib.check_page(tmp_path / "broken.html")["images_loaded"] == page["images"] - 1  # the check bites
+    assert reportlib.check_page(tmp_path / "broken.html")["images_loaded"] == page["images"] - 1  # the check bites
 
 
 def test_load_returns_the_trained_model(runs):

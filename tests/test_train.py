@@ -12,6 +12,7 @@ from vaekit import checkpoint
 from vaekit import config as configlib
 from vaekit import families
 from vaekit import train as trainlib
+from vaekit.runs import RunFolderError
 from vaekit.train import Trainer, TrainingDiverged, lr_factor
 
 
@@ -48,6 +49,19 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch, binarization):
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     rows = lambda d: [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
     assert [r["train/elbo"] for r in rows(tmp_path / "full")] == [r["train/elbo"] for r in rows(tmp_path / "cut")]
+
+
+def test_a_folder_another_process_trains_in_is_refused_until_it_ends(tmp_path):
+    """Two processes training in one folder would interleave their checkpoints and metrics: a resume
+    started while the first run still holds the folder is refused, and allowed once that run ends."""
+    values = tiny_run(tmp_path, train={"epochs": 1})
+    first = Trainer(configlib.from_dict(values), tmp_path / "run")  # holds the folder from here on
+    with pytest.raises(RunFolderError, match="in use: another vaekit process is training in it"):
+        Trainer(configlib.from_dict(values), tmp_path / "run", resume=True)
+    first.fit()
+    resumed = Trainer(configlib.from_dict({**values, "train": {**values["train"], "epochs": 2}}), tmp_path / "run",
+                      resume=True)
+    assert resumed.epoch == 1 and resumed.fit() == tmp_path / "run"
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ def load(name_or_path, device: str = "cpu"):
         x = model.sample(16)
     """
     from .runs import load_run  # imported on use: `import vaekit` does no work (nor loads torch)
-    return load_run(_run_folder(name_or_path), device)[1]
+    return load_run(_run_folder(name_or_path), device, "load: device")[1]
 
 
 def _run_folder(name_or_path):

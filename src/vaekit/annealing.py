@@ -67,6 +67,15 @@ def log_partition_base(rbm: RBM, base_bias: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def annealing_path(betas, reverse: bool = False) -> list[float]:
+    """The inverse temperatures in the order an AIS run walks them: a schedule increasing from 0.0 to 1.0
+    (checked), backwards for reverse AIS."""
+    betas = [float(b) for b in betas]
+    if not betas or betas[0] != 0.0 or betas[-1] != 1.0 or any(b1 <= b0 for b0, b1 in zip(betas, betas[1:])):
+        raise ValueError("betas: expected an increasing schedule from 0.0 to 1.0")
+    return betas[::-1] if reverse else betas
+
+
 def ais(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, num_runs: int = 100,
         init_v: torch.Tensor | None = None) -> dict:
     """Annealed importance sampling of log Z (Neal 2001; Salakhutdinov & Murray 2008, algorithm 2).
@@ -78,11 +87,8 @@ def ais(rbm: RBM, base_bias: torch.Tensor, betas: torch.Tensor, num_runs: int = 
     which errs the other way (Burda, Grosse & Salakhutdinov 2015): together they bracket log Z.
     Returns {"log_z", "stderr" (delta method), "log_w" [R]}.
     """
-    betas = [float(b) for b in betas]
-    if betas[0] != 0.0 or betas[-1] != 1.0 or any(b1 <= b0 for b0, b1 in zip(betas, betas[1:])):
-        raise ValueError("betas: expected an increasing schedule from 0.0 to 1.0")
     reverse = init_v is not None
-    path = betas[::-1] if reverse else betas
+    path = annealing_path(betas, reverse)
     if reverse:
         v = init_v.to(rbm.weight.dtype)
     else:

@@ -201,7 +201,7 @@ def _data_quality(args) -> dict:
     from . import yardstick
     from .data import load_dataset
     from .runs import resolve_device
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     sets = {k: v.to(device) for k, v in load_dataset(args.data, args.data_dir).items()}
     net, info = yardstick.feature_network(sets["train"], progress=not args.no_progress)
     print(f"feature network of {args.data}: {'read from' if info['loaded'] else 'trained, saved to'} {info['path']} "

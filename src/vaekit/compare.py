@@ -26,7 +26,7 @@ Outputs, in a new folder: report.html (one self-contained file: CSS inline, pict
 URIs, so it can be mailed), report.md (the same table; pictures copied into pictures/<run>/ beside it,
 the training curves of every metric two or more runs logged drawn on common axes into curves/),
 compare.json (every row and record behind the table), and with --screenshot report.png, drawn by headless
-Chromium (`screenshot`).
+Chromium (`vaekit.report.screenshot`).
 """
 
 from __future__ import annotations
@@ -130,10 +130,9 @@ def typed_results(doc: dict | None, path: Path) -> dict[str, Result]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of metrics.jsonl (one per epoch); none when the run logged none."""
+    from .train import read_rows
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(path) if path.is_file() else []
 
 
 def training_seconds(rows: list[dict]) -> float | None:
@@ -357,34 +356,16 @@ def detail_text(r: Result) -> str:
 # ---- the output folder --------------------------------------------------------------------------
 
 def report_dir(out: str | os.PathLike | None, force: bool, runs: list[Run]) -> Path:
-    """The folder of a new report: `out` if empty or absent (force=True first moves a non-empty one aside
-    to <out>.replaced-<time>, as for run folders); a fresh runs/compare-<time> when out is None."""
-    from .runs import _claim
-    if out is None:
-        return _claim(Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    path = Path(out)
-    inside = [run.label for run in runs if run.path is not None and run.path.resolve().is_relative_to(path.resolve())]
-    if inside:  # --force would move the runs themselves aside
-        raise CompareError(f"--out {str(path)!r} is, or holds, a run compared ({', '.join(inside)}): choose another "
-                           "folder")
-    if path.exists() and not path.is_dir():
-        raise CompareError(f"--out {str(path)!r}: a file is in the way of the report folder")
-    clear(path, force)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def clear(path: Path, force: bool) -> None:
-    """An occupied report folder is refused, or with force moved aside to <path>.replaced-<time>."""
-    from .runs import _claim
-    if not (path.is_dir() and any(path.iterdir())):
-        return
-    if not force:
-        raise CompareError(f"--out {str(path)!r} already holds files (an earlier report?): choose another "
-                           "folder, or pass --force to move it aside first")
-    aside = _claim(path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
-    path.replace(aside)
-    print(f"moved what was in {str(path)!r} to {str(aside)!r}", flush=True)
+    """The folder of a new report (runs.fresh_folder): `out`, or a fresh runs/compare-<time>."""
+    from .runs import fresh_folder
+    if out is not None:
+        inside = [run.label for run in runs
+                  if run.path is not None and run.path.resolve().is_relative_to(Path(out).resolve())]
+        if inside:  # --force would move the runs themselves aside
+            raise CompareError(f"--out {str(out)!r} is, or holds, a run compared ({', '.join(inside)}): choose "
+                               "another folder")
+    return fresh_folder(out, Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}", force, "report",
+                        "(an earlier report?): choose another folder", CompareError)
 
 
 # ---- computing what is missing, the floor -------------------------------------------------------
@@ -429,7 +410,7 @@ def floor_row(run: Run, num_samples: int | None, device: str, progress: bool) ->
     from .runs import resolve_device, run_config
     d = run_config(run.path).data
     sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     results = yardstick.floor(sets["train"].to(dev), sets["test"].to(dev), num_samples, progress=progress)
     label = f"floor: {run.data}"
     described = {k: "—" for k in DESCRIPTION} | {"run": label, "family": "training images", "data": run.data,
@@ -470,15 +451,3 @@ def compare(runs: list[str | os.PathLike], out: str | os.PathLike | None = None,
         files["png"] = screenshot(files["html"], folder / "report.png")
     return Report(folder, files, table, rows, columns)
 
-
-# the page's and the browser's names, where they were before vaekit.report was split out: imported on
-# first use (PEP 562), since vaekit.report imports this module
-FROM_REPORT = ("screenshot", "check_page", "find_chromium", "chromium_binary", "CHROMIUM_NAMES", "BrowserError",
-               "markdown_table", "html_page", "markdown_page", "write_report")
-
-
-def __getattr__(name: str):
-    if name in FROM_REPORT:
-        from . import report
-        return getattr(report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

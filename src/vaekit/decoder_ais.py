@@ -19,17 +19,18 @@ from the chain's own past acceptances.
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from torch.distributions import Bernoulli, Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily
 
-from .objectives import standard_error
+from .annealing import annealing_path
+from .models.vae import BernoulliLogits, diagonal_normal
+from .objectives import log_mean_exp
 from .protocols import ExactDensity, LatentVariableModel
-from .results import Result
+from .results import Result, mean_result
 
 MIN_STEP, MAX_STEP = 1e-4, 1.0  # HMC step sizes stay in this range while adapting
 ADAPT_RATE = 1.02  # step size *= this after an acceptance-rate estimate above target, /= below
@@ -66,12 +67,12 @@ class ObservedGenerator(nn.Module):
     def prior(self) -> Distribution:
         """p(z) = N(0, I) over the continuous latents."""
         loc = self.generator.prior_loc
-        return Independent(Normal(loc, torch.ones_like(loc), validate_args=False), 1, validate_args=False)
+        return diagonal_normal(loc, torch.ones_like(loc))
 
     def _observe(self, logits: torch.Tensor) -> Distribution:
         if self.observation == "bernoulli":
-            return Independent(Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
-        return Independent(Normal(torch.sigmoid(logits), self.scale, validate_args=False), 1, validate_args=False)
+            return Independent(BernoulliLogits(logits=logits, validate_args=False), 1, validate_args=False)
+        return diagonal_normal(torch.sigmoid(logits), torch.full_like(logits, self.scale))
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z) for z [N, L]: one event over D, a uniform mixture over the K codes when there are any."""
@@ -129,15 +130,13 @@ def anneal(model, x: torch.Tensor, betas: torch.Tensor, num_chains: int, leapfro
     from p(z) and walk beta 0 -> 1; reverse (init_z [num_chains, B, L], exact posterior samples): they
     walk 1 -> 0. Returns {"log_w" [num_chains, B] float64, "accept_rate", "step_size" (final means)}.
     Forward: log mean_k w_k estimates log p(x) from below; reverse: -log mean_k w_k from above."""
-    betas = betas.double().tolist()
-    if betas[0] != 0.0 or betas[-1] != 1.0 or any(b1 <= b0 for b0, b1 in zip(betas, betas[1:])):
-        raise ValueError("betas: expected an increasing schedule from 0.0 to 1.0")
+    path = annealing_path(betas.double().tolist(), reverse=init_z is not None)
     b = x.shape[0]
     xs = x.expand(num_chains, *x.shape).reshape(num_chains * b, -1)
     if init_z is None:
-        path, z = betas, model.prior().sample((num_chains * b,))
+        z = model.prior().sample((num_chains * b,))
     else:
-        path, z = betas[::-1], init_z.reshape(num_chains * b, -1).to(x.dtype)
+        z = init_z.reshape(num_chains * b, -1).to(x.dtype)
     eps = torch.full((z.shape[0],), step_size, dtype=x.dtype, device=x.device)
     rate = torch.full_like(eps, target_accept)
     log_w = torch.zeros(z.shape[0], dtype=torch.float64, device=x.device)
@@ -154,11 +153,6 @@ def anneal(model, x: torch.Tensor, betas: torch.Tensor, num_chains: int, leapfro
     transitions = max(1, len(path) - 2)
     return {"log_w": log_w.reshape(num_chains, b), "accept_rate": accepts / transitions,
             "step_size": float(eps.mean())}
-
-
-def log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
-    """log (1/K) sum_k exp(log_w_k) over the chains. [K, B] -> [B]."""
-    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
 def log_likelihood(model, x: torch.Tensor, cfg, num_steps: int | None = None, init_z: torch.Tensor | None = None,
@@ -218,16 +212,6 @@ def choose_scale(build, x: torch.Tensor, cfg, progress: bool = False) -> tuple[f
     return max(means, key=means.get), means
 
 
-def paired(a: torch.Tensor, b: torch.Tensor, estimator: str) -> Result:
-    """The mean of a - b over the same examples, with the standard error of the paired differences."""
-    d = (a - b).double()
-    return Result(float(d.mean()), standard_error(d), estimator, "estimate", None, d.numel())
-
-
-def _nll(log_px: torch.Tensor, estimator: str, side: str, num_samples: int) -> Result:
-    return Result(float(-log_px.mean()), standard_error(log_px), estimator, side, num_samples, log_px.numel())
-
-
 def _reference(model, x: torch.Tensor, cfg) -> tuple[str, torch.Tensor] | None:
     """What forward AIS is checked against on the same images: the exact log p(x) where the model has
     one, else importance sampling with q(z|x) and K = cfg.num_samples where it has an encoder."""
@@ -249,7 +233,7 @@ def evaluate(model, x: torch.Tensor, cfg, progress: bool = False) -> tuple[dict[
     x, chains = x[:cfg.decoder_ais_examples], cfg.decoder_ais_chains
     how = f"AIS with HMC, {cfg.decoder_ais_steps} steps, {chains} chains, {cfg.hmc_leapfrog} leapfrog steps"
     forward = log_likelihood(model, x, cfg, progress=progress)
-    results = {"nll_ais": _nll(forward["log_px"], how, "stochastic upper bound", chains),
+    results = {"nll_ais": mean_result(-forward["log_px"], how, "stochastic upper bound", chains),
                "ais_accept_rate": Result(forward["accept_rate"], None, "HMC acceptance, mean over transitions",
                                          "estimate", None, x.shape[0], "fraction")}
     seconds = {"ais": forward["seconds"]}
@@ -257,14 +241,17 @@ def evaluate(model, x: torch.Tensor, cfg, progress: bool = False) -> tuple[dict[
     if reference:
         kind, log_px = reference
         if kind == "is":
-            results["nll_is_same_examples"] = _nll(log_px, f"importance sampling, K={cfg.num_samples}, q(z|x) "
-                                                   "proposal", "stochastic upper bound", cfg.num_samples)
-        results[f"ais_minus_{kind}"] = paired(forward["log_px"], log_px, f"log p(x): AIS minus {kind}, paired")
+            results["nll_is_same_examples"] = mean_result(
+                -log_px, f"importance sampling, K={cfg.num_samples}, q(z|x) proposal", "stochastic upper bound",
+                cfg.num_samples)
+        results[f"ais_minus_{kind}"] = mean_result(forward["log_px"] - log_px, f"log p(x): AIS minus {kind}, paired",
+                                                   "estimate")
     if cfg.bdmc_examples:
         b = bdmc(model, cfg, progress)
         sim = f"{how}, on {cfg.bdmc_examples} images simulated from the model"
-        results["bdmc_nll_forward"] = _nll(b["lower"], "forward " + sim, "stochastic upper bound", chains)
-        results["bdmc_nll_reverse"] = _nll(b["upper"], "reverse " + sim, "stochastic lower bound", chains)
-        results["bdmc_gap"] = paired(b["upper"], b["lower"], "BDMC: reverse minus forward log p(x), paired")
+        results["bdmc_nll_forward"] = mean_result(-b["lower"], "forward " + sim, "stochastic upper bound", chains)
+        results["bdmc_nll_reverse"] = mean_result(-b["upper"], "reverse " + sim, "stochastic lower bound", chains)
+        results["bdmc_gap"] = mean_result(b["upper"] - b["lower"], "BDMC: reverse minus forward log p(x), paired",
+                                          "estimate")
         seconds["bdmc"] = b["seconds"]
     return results, {"seconds": seconds}

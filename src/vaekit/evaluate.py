@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from . import config as configlib
 from . import families
-from .objectives import iwae_bound, standard_error
-from .results import Result, as_json, flat, format_line, from_json
+from .objectives import iwae_bound
+from .results import Result, as_json, flat, format_line, from_json, mean_result
 from .runs import load_run, prepare_data, seeded_stream
 
 
@@ -45,28 +45,24 @@ def per_example(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, 
     return out
 
 
-def _mean(values: torch.Tensor, estimator: str, side: str, num_samples: int | None = None,
-          unit: str = "nats") -> Result:
-    return Result(float(values.mean()), standard_error(values), estimator, side, num_samples, values.numel(), unit)
-
-
 def summarize(values: dict[str, torch.Tensor], num_dims: int, cfg: configlib.EvalConfig) -> dict[str, Result]:
     """Per-example values {name: [N]} of `per_example` as typed results: the NLL (in nats and
     bits/dim) and the bounds on log p(x), each with its standard error over the N examples."""
     nll = -values["log_px"]
     proposal = "importance sampling, q(z|x) proposal"
     # E[log p-hat(x)] <= log p(x) (Jensen): the NLL estimate errs high on average
-    results = {"nll": _mean(nll, proposal, "stochastic upper bound", cfg.num_samples),
-               "bits_per_dim": _mean(nll / (num_dims * math.log(2.0)), proposal, "stochastic upper bound",
+    results = {"nll": mean_result(nll, proposal, "stochastic upper bound", cfg.num_samples),
+               "bits_per_dim": mean_result(nll / (num_dims * math.log(2.0)), proposal, "stochastic upper bound",
                                      cfg.num_samples, "bits/dim")}
     if "elbo" in values:
         mc = "Monte Carlo reconstruction term, analytic KL"
-        results["elbo"] = _mean(values["elbo"], mc, "lower bound", cfg.elbo_samples)
-        results["reconstruction"] = _mean(values["reconstruction"], "Monte Carlo", "estimate", cfg.elbo_samples)
-        results["kl"] = _mean(values["kl"], "analytic", "exact")
+        results["elbo"] = mean_result(values["elbo"], mc, "lower bound", cfg.elbo_samples)
+        results["reconstruction"] = mean_result(values["reconstruction"], "Monte Carlo", "estimate",
+                                                cfg.elbo_samples)
+        results["kl"] = mean_result(values["kl"], "analytic", "exact")
     for k in cfg.iwae_samples:
         if f"iwae_{k}" in values:
-            results[f"iwae_{k}"] = _mean(values[f"iwae_{k}"], "IWAE bound", "lower bound", k)
+            results[f"iwae_{k}"] = mean_result(values[f"iwae_{k}"], "IWAE bound", "lower bound", k)
     return results
 
 

@@ -45,6 +45,11 @@ def markdown_grid(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(md_escape(c) for c in cells) + " |" for cells in rows])
 
 
+def result_text(run: Run, column: Column) -> str:
+    result = run.results.get((column.source, column.name))
+    return NOT_COMPUTED if result is None else cell_text(result, column)
+
+
 def markdown_table(runs: list[Run], columns: list[Column]) -> str:
     """The tables: the runs' descriptions, then one per column group (the run, then the group's columns),
     so that each fits a page; every run has a row in each, "not computed" where it has no result."""
@@ -52,8 +57,7 @@ def markdown_table(runs: list[Run], columns: list[Column]) -> str:
     for group, title in GROUPS.items():
         chosen = [c for c in columns if c.group == group]
         if chosen:
-            cells = [[run.label, *(cell_text(run.results[(c.source, c.name)], c) if (c.source, c.name) in run.results
-                                   else NOT_COMPUTED for c in chosen)] for run in runs]
+            cells = [[run.label, *(result_text(run, c) for c in chosen)] for run in runs]
             tables.append(f"**{title[0].upper()}{title[1:]}**\n\n" + markdown_grid(["run", *(header_text(c) for c in chosen)], cells))
     return "\n\n".join(tables)
 

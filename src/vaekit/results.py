@@ -43,6 +43,15 @@ class Result:
         return dataclasses.asdict(self)
 
 
+def mean_result(values, estimator: str, side: str, num_samples: int | None = None, unit: str = "nats") -> Result:
+    """The mean of per-example values [N] with its standard error: one reported number. A paired
+    difference (the same examples by two estimators) is the mean of its per-example differences."""
+    values = values.double()
+    n = values.numel()
+    stderr = float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    return Result(float(values.mean()), stderr, estimator, side, num_samples, n, unit)
+
+
 def proportion(value: float, num_examples: int, estimator: str, stderr: float | None = None) -> Result:
     """A share of num_examples as a Result, its error by default the binomial sqrt(p (1 - p) / n)."""
     if stderr is None:

@@ -43,16 +43,17 @@ def configure_process(cfg: configlib.TrainConfig) -> None:
     torch.set_flush_denormal(True)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is checked against what exists."""
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is checked against what exists. key: the
+    setting or option the name came from, for the error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"train.device: {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"{key}: {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} asked for, but torch sees no CUDA device")
+        raise ValueError(f"{key}: {name!r} asked for, but torch sees no CUDA device")
     return device
 
 
@@ -125,6 +126,9 @@ def default_run_dir(cfg: configlib.RunConfig) -> Path:
     return Path("runs") / f"{cfg.data.name}-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+LOCK_FILE = ".lock"  # in a run folder: held by the process training there (lock_run_dir)
+
+
 def _claim(base: Path) -> Path:
     """Create base, or base-2, base-3, ...: mkdir without exist_ok is atomic, so runs started in the
     same second (the default names' resolution) each get a folder of their own."""
@@ -138,25 +142,50 @@ def _claim(base: Path) -> Path:
             continue
 
 
-def create_run_dir(path: str | Path | None, cfg: configlib.RunConfig, force: bool = False) -> Path:
-    """The folder of a new run: `path` if it is empty or absent, else an error (two runs never share a
-    folder; force=True first moves the old one aside to <path>.replaced-<time>); a fresh default name
-    when path is None."""
+def fresh_folder(path: str | Path | None, default: Path, force: bool, what: str, occupied: str,
+                 error: type[Exception] = RunFolderError) -> Path:
+    """A new folder for one run or report (`what`): `path` if it is empty or absent, else `error` with
+    `occupied`, the likely owner and the way out (two never share a folder; force=True first moves the old one aside to
+    <path>.replaced-<time>); `default`, made unique, when path is None."""
     if path is None:
-        return _claim(default_run_dir(cfg))
+        return _claim(default)
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise RunFolderError(f"--out {str(path)!r}: a file is in the way of the run folder")
+        raise error(f"--out {str(path)!r}: a file is in the way of the {what} folder")
     if path.is_dir() and any(path.iterdir()):
         if not force:
-            raise RunFolderError(f"--out {str(path)!r} already holds files (another run?): continue that run with "
-                                 f"`vaekit train --resume {path}`, choose another folder, or pass --force to move "
-                                 "it aside first")
+            raise error(f"--out {str(path)!r} already holds files {occupied}, or pass --force to move it aside "
+                        "first")
         aside = _claim(path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
         path.replace(aside)  # onto the empty folder just claimed: the name is ours alone
-        print(f"moved the run that was in {str(path)!r} to {str(aside)!r}", flush=True)
+        print(f"moved what was in {str(path)!r} to {str(aside)!r}", flush=True)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def create_run_dir(path: str | Path | None, cfg: configlib.RunConfig, force: bool = False) -> Path:
+    """The folder of a new run (fresh_folder): two runs never share one."""
+    occupied = f"(another run?): continue that run with `vaekit train --resume {path}`, choose another folder"
+    return fresh_folder(path, default_run_dir(cfg), force, "run", occupied)
+
+
+def lock_run_dir(run_dir: Path):
+    """An exclusive lock on a run folder, held while the returned file stays open (closing it, or the
+    process ending in any way, releases it): a second process training in the same folder (a resume
+    started while the first run still trains) is refused instead of interleaving two runs' checkpoints
+    and metrics. Where the OS has no flock (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(run_dir / LOCK_FILE, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunFolderError(f"{str(run_dir)!r} is in use: another vaekit process is training in it; wait for it "
+                             "to end (or stop it) before resuming, or choose another folder") from None
+    return handle
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], run_dir: str | Path) -> None:
@@ -189,11 +218,13 @@ def run_config(run_dir: str | Path) -> configlib.RunConfig:
     return saved
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> tuple[configlib.RunConfig, torch.nn.Module]:
-    """The resolved config and the model with its last checkpoint's weights, in eval mode."""
+def load_run(run_dir: str | Path, device: str = "auto", device_key: str = "--device"
+             ) -> tuple[configlib.RunConfig, torch.nn.Module]:
+    """The resolved config and the model with its last checkpoint's weights, in eval mode (device_key: the
+    option the device came from, for an error)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    dev = resolve_device(device)
+    dev = resolve_device(device, device_key)
     groups, meta = checkpoint.load(run_dir, device=dev)
     # checkpoints written before the data spec existed: binary unless the data were kept as grey levels
     spec = DataSpec(meta["data_dim"], tuple(meta["image_shape"]),

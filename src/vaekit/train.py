@@ -23,8 +23,8 @@ from . import checkpoint
 from . import config as configlib
 from . import families
 from .data import DataSpec, Loader
-from .runs import (Splits, create_run_dir, hardware_text, load_weights, prepare_data, resolve_device,
-                   seeded_stream)
+from .runs import (Splits, create_run_dir, hardware_text, load_weights, lock_run_dir, prepare_data,
+                   resolve_device, seeded_stream)
 
 
 class TrainingDiverged(RuntimeError):
@@ -168,6 +168,8 @@ class Trainer:
             raise ValueError("resume=True needs the run folder (run_dir or cfg.out)")
         self.run_dir = Path(run_dir or cfg.out) if (run_dir or cfg.out) else None
         self.device = resolve_device(t.device)
+        # before anything in the folder is read (a missing folder is read_checkpoint's error to report)
+        self._lock = lock_run_dir(self.run_dir) if resume and self.run_dir.is_dir() else None
         # changed settings are refused before the data are read: a refusal needs no data set at hand
         saved = self.read_checkpoint() if resume else None
         self.data = prepare_data(cfg, self.device) if data is None else data
@@ -187,6 +189,7 @@ class Trainer:
             self.load_checkpoint(*saved)
         elif save:
             self.run_dir = create_run_dir(self.run_dir, cfg, force)
+            self._lock = lock_run_dir(self.run_dir)
             configlib.save(cfg, self.run_dir / "config.json")
 
     @property
@@ -344,6 +347,14 @@ class Trainer:
                 raise
             raise TrainingInterrupted(f"interrupted in epoch {self.epoch + 1}{self._last_good()}; go on with: "
                                       f"vaekit train --resume {self.run_dir}") from None
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let another process train in the run folder (fit does this when it ends)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.close()
+            self._lock = None
 
     def _fit(self) -> Path | None:
         t = self.cfg.train
@@ -355,7 +366,8 @@ class Trainer:
             row = self.train_epoch()
             row.update(self.held_out_row())
             self.epoch += 1
-            row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row, "hardware": hardware_text(self.device)}
+            row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row,
+                   "hardware": hardware_text(self.device)}
             warnings = self.exploding(row) + (self.family.diagnose([*self.history, row]) if self.family.diagnose else [])
             if warnings:
                 row["warnings"] = warnings

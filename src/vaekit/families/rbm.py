@@ -13,8 +13,7 @@ from ..annealing import ais_schedule, log_partition, raise_log_prob
 from ..config import ConfigError, check_choice, check_positive
 from ..evaluate import summarize
 from ..models.rbm import RBM, base_rate_bias, centre_gradients, update_offsets
-from ..objectives import standard_error
-from ..results import Result, flat
+from ..results import Result, mean_result, flat
 from ..runs import seeded_stream
 from ..train import StepState, ascend
 from . import Family
@@ -85,13 +84,9 @@ def _bracket(log_px: torch.Tensor, raised: torch.Tensor, e) -> dict[str, Result]
     """RAISE beside forward AIS on the same points; the width is paired point by point, so its
     error excludes the spread of log p(v) itself."""
     n = raised.shape[0]
-    width = log_px[:n] - raised
-    return {"nll_raise": Result(-float(raised.mean()), standard_error(raised), f"RAISE, {e.raise_betas} betas",
-                                "stochastic upper bound", 1, n),
-            "nll_ais_same_examples": Result(-float(log_px[:n].mean()), standard_error(log_px[:n]),
-                                            "AIS log Z", "stochastic lower bound", e.ais_runs, n),
-            "bracket_width": Result(float(width.mean()), standard_error(width), "AIS - RAISE, paired",
-                                    "estimate", None, n)}
+    return {"nll_raise": mean_result(-raised, f"RAISE, {e.raise_betas} betas", "stochastic upper bound", 1),
+            "nll_ais_same_examples": mean_result(-log_px[:n], "AIS log Z", "stochastic lower bound", e.ais_runs),
+            "bracket_width": mean_result(log_px[:n] - raised, "AIS - RAISE, paired", "estimate")}
 
 
 @torch.no_grad()
