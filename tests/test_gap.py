@@ -5,7 +5,6 @@ import math
 import torch
 from torch.distributions import MultivariateNormal
 
-from conftest import tiny_run
 from vaekit.cli import main
 from vaekit.gap import active_units, gap_report, kl_per_dimension
 from vaekit.models import VAE

@@ -1,6 +1,5 @@
 """The sample-quality metrics against closed forms and their defining behaviour on synthetic features."""
 
-import math
 
 import pytest
 import scipy.linalg

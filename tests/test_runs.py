@@ -64,7 +64,6 @@ def test_concurrent_cli_starts_get_their_own_folders(tmp_path):
 def test_rows_after_the_last_checkpoint_are_dropped_on_resume(tmp_path, monkeypatch):
     from dataclasses import replace
     from vaekit.train import Trainer
-    values = tiny_run(tmp_path, train={"epochs": 4, "checkpoint_every": 2}, eval={"monitor_samples": 0})
     vae, calls = families.get("vae"), {"n": 0}
 
     def killed_in_epoch_4(state, x):
@@ -74,8 +73,8 @@ def test_rows_after_the_last_checkpoint_are_dropped_on_resume(tmp_path, monkeypa
         return vae.step(state, x)
 
     monkeypatch.setitem(families.REGISTRY, "vae", replace(vae, step=killed_in_epoch_4))
-    trainer = Trainer(configlib.from_dict(tiny_run(tmp_path, train={"epochs": 4, "checkpoint_every": 2, "batch_size": 128},
-                                                   eval={"monitor_samples": 0})))
+    values = tiny_run(tmp_path, train={"epochs": 4, "checkpoint_every": 2, "batch_size": 128}, eval={"monitor_samples": 0})
+    trainer = Trainer(configlib.from_dict(values))
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert [r["epoch"] for r in rows(trainer.run_dir)] == [1, 2, 3]

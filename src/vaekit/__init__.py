@@ -23,10 +23,10 @@ def _run_folder(name_or_path):
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"load: expected the path of a run folder (str or os.PathLike), got "
                         f"{type(name_or_path).__name__}")
+    from . import zoo
     path = Path(name_or_path)
-    if not path.exists() and str(name_or_path).removeprefix("zoo:") in _zoo_names():
-        from .zoo import entry
-        return entry(str(name_or_path))
+    if not path.exists() and str(name_or_path).removeprefix(zoo.PREFIX) in zoo.names():
+        return zoo.entry(str(name_or_path))
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"load: {str(path)!r} is not a vaekit run folder: it has no config.json")
@@ -34,9 +34,5 @@ def _run_folder(name_or_path):
     what = "a file, not a folder" if path.exists() else "no such folder"
     raise ValueError(f"load: {str(name_or_path)!r}: {what}; load accepts the path of a run folder written by "
                      "`vaekit train` (config.json + checkpoint.safetensors) or the name of a published model: "
-                     f"{', '.join(_zoo_names()) or 'none'} (`vaekit zoo` lists them with their figures)")
+                     f"{', '.join(zoo.names()) or 'none'} (`vaekit zoo` lists them with their figures)")
 
-
-def _zoo_names() -> list[str]:
-    from .zoo import names
-    return names()

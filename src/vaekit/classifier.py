@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write
+from . import data as datalib
 from .data import ImageSet
 
 __all__ = [
@@ -186,7 +187,7 @@ def train_classifier(train: ImageSet, seed: int = RECIPE["seed"], epochs: int | 
 
 def default_cache_dir() -> Path:
     """$VAEKIT_CACHE_DIR/classifiers, else ~/.cache/vaekit/classifiers."""
-    return Path(os.environ.get("VAEKIT_CACHE_DIR") or "~/.cache/vaekit").expanduser() / "classifiers"
+    return datalib.cache_dir("classifiers")
 
 
 def _sha256_file(path: Path) -> str:

@@ -406,10 +406,8 @@ def floor_rows(runs: list[Run], num_samples: int | None, device: str, progress: 
 def floor_row(run: Run, num_samples: int | None, device: str, progress: bool) -> Run:
     """The floor row of the data set of `run`."""
     from . import yardstick
-    from .data import load_dataset
-    from .runs import resolve_device, run_config
-    d = run_config(run.path).data
-    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
+    from .runs import load_sets, resolve_device, run_config
+    sets = load_sets(run_config(run.path).data)
     dev = resolve_device(device, "--device")
     results = yardstick.floor(sets["train"].to(dev), sets["test"].to(dev), num_samples, progress=progress)
     label = f"floor: {run.data}"

@@ -253,7 +253,9 @@ _DOWNLOAD_TIMEOUT_S = 60
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)  # URLError and timeouts are OSErrors
 
 
-def _cache_dir(name: str) -> Path:
+def cache_dir(name: str) -> Path:
+    """vaekit's cache for `name` (a data set, the classifiers, the zoo's working copies):
+    $VAEKIT_CACHE_DIR/name, else ~/.cache/vaekit/name."""
     return Path(os.environ.get("VAEKIT_CACHE_DIR") or "~/.cache/vaekit").expanduser() / name
 
 
@@ -265,7 +267,7 @@ def _search_dirs(name: str) -> list[Path]:
     if os.environ.get("VAEKIT_DATA_DIR"):
         root = Path(os.environ["VAEKIT_DATA_DIR"]).expanduser()
         dirs += [root, root / name]
-    return dirs + [Path(d) for d in SYSTEM_DIRS.get(name, ())] + [_cache_dir(name)]
+    return dirs + [Path(d) for d in SYSTEM_DIRS.get(name, ())] + [cache_dir(name)]
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -353,7 +355,7 @@ def _locate_idx_files(name: str, data_dir, download: bool) -> Path:
             return folder
     if not download:
         raise _missing_error(name, searched, "download=False")
-    cache = _cache_dir(name)
+    cache = cache_dir(name)
     try:
         for stem in _IDX_STEMS:
             if _find_file(cache, stem) is None:
@@ -378,7 +380,7 @@ def _read_idx_split(name: str, images_path: Path, labels_path: Path) -> ImageSet
 
 
 def _verified_record() -> Path:
-    return _cache_dir("verified.json")
+    return cache_dir("verified.json")
 
 
 def _verify_file(name: str, stem: str, path: Path, seen: dict) -> bool:

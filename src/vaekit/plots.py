@@ -48,7 +48,7 @@ def _output_path(path) -> Path:
     return path
 
 
-def _save_figure(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     path = _output_path(path)
@@ -147,11 +147,21 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def curve_keys(records: list[dict]) -> list[str]:
+    """The metrics of metrics.jsonl rows: every numeric train/, valid/ or test/ key, in first-seen order."""
+    return list(dict.fromkeys(k for r in records for k, v in r.items() if k.startswith(_SPLITS) and _is_number(v)))
+
+
+def curve_points(records: list[dict], key: str, x_key: str = "epoch") -> tuple[list, list]:
+    """(x, y) of the rows where both records[i][x_key] and records[i][key] are numbers, in order."""
+    points = [(r[x_key], r[key]) for r in records if _is_number(r.get(x_key)) and _is_number(r.get(key))]
+    return [x for x, _ in points], [y for _, y in points]
+
+
 def _curve_groups(records: list[dict], keys: list[str] | None) -> dict[str, list[str]]:
     """Map subplot name (suffix after the first '/') -> metric keys, in first-seen order."""
     if keys is None:
-        seen = dict.fromkeys(k for r in records for k, v in r.items() if _is_number(v))
-        keys = [k for k in seen if k.startswith(_SPLITS)]
+        keys = curve_keys(records)
     else:
         for k in keys:
             if not any(_is_number(r.get(k)) for r in records):
@@ -196,16 +206,14 @@ def plot_training_curves(records: list[dict], path, keys: list[str] | None = Non
         ax.set_title(name)
     for ax in axes[len(groups):]:
         ax.set_visible(False)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_group(ax, records: list[dict], keys: list[str], x_key: str) -> None:
     for k in keys:
-        pts = [(r[x_key], r[k]) for r in records
-               if _is_number(r.get(x_key)) and _is_number(r.get(k))]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="." if len(pts) < 30 else None, label=k)
+        xs, ys = curve_points(records, k, x_key)
+        if xs:
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=k)
     ax.set_xlabel(x_key)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -287,7 +295,7 @@ def plot_latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, path,
     ax.set_ylabel("z2")
     if title:
         ax.set_title(title)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _check_labels(labels, n: int) -> torch.Tensor:
@@ -347,4 +355,4 @@ def plot_posterior_contours(z1: torch.Tensor, z2: torch.Tensor, log_posterior: t
         ax.set_xlabel("z1")
     axes[0].set_ylabel("z2")
     fig.suptitle("p(z|x) (filled) and q(z|x) (red lines)")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

@@ -294,29 +294,14 @@ CURVES_TEXT = ("Every metric that two or more runs logged in metrics.jsonl (the 
                "curves, among the pictures.")
 
 
-def logged(rows: list[dict]) -> dict[str, None]:
-    """The metrics of metrics.jsonl rows, in order of first appearance: numeric train/, valid/, test/ keys
-    of rows that have an epoch."""
-    from .plots import _SPLITS, _is_number
-    return dict.fromkeys(key for row in rows if _is_number(row.get("epoch"))
-                         for key, value in row.items() if key.startswith(_SPLITS) and _is_number(value))
-
-
 def shared_metrics(runs: list[Run]) -> list[str]:
     """The metrics two or more runs logged, in order of first appearance (the runs in their order)."""
+    from .plots import curve_keys
     counts: dict[str, int] = {}
     for run in runs:
-        for metric in logged(run.metrics):
+        for metric in curve_keys(run.metrics):
             counts[metric] = counts.get(metric, 0) + 1
     return [metric for metric, n in counts.items() if n >= 2]
-
-
-def curve_points(rows: list[dict], metric: str) -> tuple[list, list]:
-    """(epochs, values) of the rows where both are numbers, in the file's order."""
-    from .plots import _is_number
-    points = [(row["epoch"], row[metric]) for row in rows
-              if _is_number(row.get("epoch")) and _is_number(row.get(metric))]
-    return ([x for x, _ in points], [y for _, y in points])
 
 
 def curve_figure(metric: str, runs: list[Run]):
@@ -325,6 +310,7 @@ def curve_figure(metric: str, runs: list[Run]):
     marked when every line is short."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
+    from .plots import curve_points
     lines = {i: curve_points(run.metrics, metric) for i, run in enumerate(runs)}
     marker = "." if max(len(xs) for xs, _ in lines.values()) < 30 else None
     ax = Figure(figsize=(4.6, 3.1), layout="constrained").subplots()
@@ -346,9 +332,9 @@ def curve_files(metrics: list[str]) -> list[str]:
 
 def draw_curves(runs: list[Run], folder: Path) -> dict[str, Path]:
     """The figure of every metric two or more runs logged, as folder/<name>.png: metric -> its file."""
-    from .plots import _save_figure
+    from .plots import save_figure
     metrics = shared_metrics(runs)
-    return {metric: _save_figure(curve_figure(metric, runs), folder / f"{name}.png")
+    return {metric: save_figure(curve_figure(metric, runs), folder / f"{name}.png")
             for metric, name in zip(metrics, curve_files(metrics))}
 
 

@@ -84,10 +84,15 @@ def binarize_held_out(data: ImageSet, mode: str) -> ImageSet:
     return ImageSet(x, data.y, data.image_shape, data.name)
 
 
+def load_sets(d: configlib.DataConfig) -> dict[str, ImageSet]:
+    """The data set a config's data section names, as read ({"train", "test"}; no split, no binarisation)."""
+    return load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
+
+
 def prepare_data(cfg: configlib.RunConfig, device: torch.device | str = "cpu") -> Splits:
     """Load the data set a config names, split validation off, binarise the held-out sets."""
     d = cfg.data
-    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
+    sets = load_sets(d)
     train, test = sets["train"], sets["test"]
     binary_model = families.get(cfg.model.name).binary_data(cfg.family)
     if binary_model and d.binarization == "none" and not d.allow_nonbinary_bernoulli and not is_binary(train.x):

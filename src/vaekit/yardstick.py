@@ -204,15 +204,13 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     import time
     from pathlib import Path
     from . import checkpoint
-    from .data import load_dataset
     from .results import as_json
-    from .runs import load_run, seeded_stream
+    from .runs import load_run, load_sets, seeded_stream
     start = time.perf_counter()
     cfg, model = load_run(run_dir, device)
     dev = next(model.parameters()).device
     inception_net = _inception_network(dev) if inception else None  # missing weights: say so before any work
-    d = cfg.data
-    sets = load_dataset(d.name, d.data_dir, download=d.download, path=d.path, verify=d.verify)
+    sets = load_sets(cfg.data)
     net, info = feature_network(sets["train"], progress)
     with seeded_stream(cfg.eval.seed, dev):
         generated = model_images(model.eval(), num_samples or cfg.eval.quality_samples)
@@ -228,7 +226,7 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     memory = memorisation_of(fake, embed(net, train, test.image_shape)[0], real)
     picture = memorisation_picture(generated, train, memory["pairs"], test.image_shape,
                                    Path(run_dir) / "pictures" / "nearest_training_images.png")
-    report = {"data": d.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
+    report = {"data": cfg.data.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
               "protocol": PROTOCOL, "feature_network": {k: info[k] for k in ("key", "weights_sha256", "recipe")},
               "num_samples": len(generated), "reference": f"{len(test)} test images",
               "results": as_json(results), "memorisation": memory, "picture": str(picture),

@@ -46,14 +46,11 @@ def published(name: str) -> dict:
     return json.loads((entry(name) / "published.json").read_text())
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("VAEKIT_CACHE_DIR") or "~/.cache/vaekit").expanduser() / "zoo"
-
-
 def working_copy(name: str) -> Path:
     """A writable run folder of the entry in the cache (made on first use, renewed when the entry's
     checkpoint changes), for commands that write eval.json, quality.json or pictures."""
-    source, target = entry(name), _cache_dir() / name.removeprefix(PREFIX)
+    from ..data import cache_dir
+    source, target = entry(name), cache_dir("zoo") / name.removeprefix(PREFIX)
     fresh = (target / "checkpoint.json").is_file() and \
         (target / "checkpoint.json").read_bytes() == (source / "checkpoint.json").read_bytes()
     if not fresh:
