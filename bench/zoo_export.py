@@ -5,10 +5,11 @@ results of its eval.json and quality.json, the command that made it and where do
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from vaekit import zoo
+from vaekit.compare import read_json, typed_results
+from vaekit.results import as_json
 
 
 def main() -> None:
@@ -22,9 +23,12 @@ def main() -> None:
     results, sources = {}, []
     for file in ("eval.json", "quality.json"):
         path = Path(args.run) / file
-        if path.is_file():
-            record = json.loads(path.read_text())
-            results.update({k: v for k, v in record["results"].items() if k not in results})
+        record = read_json(path)
+        if record is not None:
+            typed = as_json(typed_results(record, path))
+            if not typed:
+                raise SystemExit(f"{path} holds no typed results: recompute it (vaekit evaluate / quality)")
+            results.update({k: v for k, v in typed.items() if k not in results})
             sources.append({"file": file, "checkpoint": record.get("checkpoint"), "data": record.get("data")})
     info = {"summary": args.summary, "command": args.command, "docs": args.docs, "results": results,
             "sources": sources}

@@ -42,7 +42,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_non_neg
 from . import config as configlib
 from .annealing import EXACT_UNITS, best_log_partition, log_partition
 from .data import ImageSet
-from .objectives import log_importance_weights
+from .objectives import log_importance_weights, log_mean_exp_chunks
 from .models.rbm import base_rate_bias
 from .runs import Splits, as_image_set, configure_process, resolve_device, seeded_stream
 from .train import Trainer
@@ -428,12 +428,9 @@ def _common_noise_log_px(model, x: torch.Tensor, noise: torch.Tensor, chunk_size
     """Importance-sampled log p(x) [B] with the same standard-normal draws noise [K, 1, L] for every row:
     z_k = E_q[z|x] + sd_q(z|x) noise_k is a draw from each row's diagonal Gaussian q (common random
     numbers), so a row's estimate depends on that row alone, not on the rows scored beside it."""
-    q, total = model.posterior(x), None
-    for eps in noise.split(chunk_size):
-        log_w = log_importance_weights(x, q, model.prior(), model.likelihood, len(eps), z=q.mean + q.stddev * eps)
-        lse = torch.logsumexp(log_w, 0)
-        total = lse if total is None else torch.logaddexp(total, lse)
-    return total - math.log(len(noise))
+    q = model.posterior(x)
+    return log_mean_exp_chunks(log_importance_weights(x, q, model.prior(), model.likelihood, len(eps),
+                                                      z=q.mean + q.stddev * eps) for eps in noise.split(chunk_size))
 
 
 class GAN(GenerativeEstimator):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from . import config as configlib
 from . import families
-from .objectives import iwae_bound
+from .objectives import iwae_bound, log_mean_exp_chunks
 from .results import Result, as_json, flat, format_line, from_json, mean_result
 from .runs import load_run, prepare_data, seeded_stream
 
@@ -27,11 +27,8 @@ from .runs import load_run, prepare_data, seeded_stream
 @torch.no_grad()
 def log_likelihood(model, x: torch.Tensor, num_samples: int, chunk_size: int) -> torch.Tensor:
     """Importance-sampled log p(x) with num_samples samples, chunk_size at a time. x [B, D] -> [B]."""
-    total = None
-    for start in range(0, num_samples, chunk_size):
-        lse = torch.logsumexp(model.log_weights(x, min(chunk_size, num_samples - start)), dim=0)
-        total = lse if total is None else torch.logaddexp(total, lse)
-    return total - math.log(num_samples)
+    return log_mean_exp_chunks(model.log_weights(x, min(chunk_size, num_samples - start))
+                               for start in range(0, num_samples, chunk_size))
 
 
 @torch.no_grad()

@@ -60,6 +60,16 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
 
 
+def log_mean_exp_chunks(chunks) -> torch.Tensor:
+    """log (1/K) sum_k exp(log_w_k) over log weights that arrive in chunks [K_i, B], K = sum_i K_i, without
+    holding all K at once: a running logaddexp of each chunk's logsumexp. -> [B]."""
+    total, count = None, 0
+    for log_w in chunks:
+        lse = torch.logsumexp(log_w, 0)
+        total, count = (lse if total is None else torch.logaddexp(total, lse)), count + log_w.shape[0]
+    return total - math.log(count)
+
+
 def elbo(log_w: torch.Tensor) -> torch.Tensor:
     """Monte Carlo ELBO, E_q[log p(x, z) - log q(z|x)] (Kingma & Welling 2014, eq. 3). [K, B] -> [B]."""
     return log_w.mean(dim=0)

@@ -66,15 +66,20 @@ ARCHITECTURE_TEXT = ("Architecture: every field set in the run's family section 
                      "after its family), as key=value.")
 
 
+def columns_text(columns: list[Column]) -> str:
+    """Which columns each group holds."""
+    groups = "; ".join(f"{GROUPS[g]}: {', '.join(c.label for c in columns if c.group == g)}"
+                       for g in GROUPS if any(c.group == g for c in columns))
+    return f"Columns: {groups}."
+
+
 def legend_lines(columns: list[Column]) -> list[str]:
     """What the markers and the column groups mean."""
     marks = "; ".join(f"**{m}** {SIDE_TEXT[s]}" for s, m in SIDE_MARKS.items())
-    groups = "; ".join(f"{GROUPS[g]}: {', '.join(c.label for c in columns if c.group == g)}"
-                       for g in GROUPS if any(c.group == g for c in columns))
     return [f"Cells: value ± standard error, then how the value relates to the quantity named: {marks}.",
             f"\"{NOT_COMPUTED}\": the run's files hold no such result (vaekit compare --evaluate computes "
             "eval.json and quality.json where missing). Units in [brackets] in the header.",
-            f"Columns: {groups}.", ARCHITECTURE_TEXT]
+            columns_text(columns), ARCHITECTURE_TEXT]
 
 
 def markdown_pictures(runs: list[Run], picture_paths: dict[tuple[str, str], str]) -> list[str]:
@@ -220,7 +225,7 @@ def html_legend(columns: list[Column], notes: list[str], runs: list[Run]) -> str
              f"header, then how the value relates to the quantity named:<ul>{marks}</ul>",
              f"<i>{NOT_COMPUTED}</i>: the run's files hold no such result (<code>vaekit compare --evaluate</code> "
              "computes eval.json and quality.json where missing).",
-             esc(legend_lines(columns)[2]), esc(ARCHITECTURE_TEXT)]
+             esc(columns_text(columns)), esc(ARCHITECTURE_TEXT)]
     items += [esc(n) for n in notes] + [f"{esc(r.label)}: {esc(n)}" for r in runs for n in r.notes]
     return '<div class="legend"><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>"
 

@@ -209,21 +209,16 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     start = time.perf_counter()
     cfg, model = load_run(run_dir, device)
     dev = next(model.parameters()).device
-    inception_net = _inception_network(dev) if inception else None  # missing weights: say so before any work
+    inception_net = None
+    if inception:  # missing weights or package: say so before any work
+        from .inception import network
+        inception_net = network(dev)
     sets = load_sets(cfg.data)
     net, info = feature_network(sets["train"], progress)
     with seeded_stream(cfg.eval.seed, dev):
         generated = model_images(model.eval(), num_samples or cfg.eval.quality_samples)
-    net, test, train = net.to(dev), sets["test"], sets["train"].x.to(dev)
-    fake, fake_probs = embed(net, generated, test.image_shape)
-    real = embed(net, test.x.to(dev), test.image_shape)[0]
-    results = {**feature_quality(real, fake, fake_probs, cfg.eval.seed), "feature_accuracy": feature_accuracy(net, test),
-               **binary_line(net, generated, test.x.to(dev), test.image_shape, cfg.eval.seed)}
-    if inception_net is not None:
-        from .inception import fid
-        results["inception_fid"] = fid(inception_net, generated, test.x.to(dev), test.image_shape,
-                                       PROTOCOL["bootstrap"], cfg.eval.seed)
-    memory = memorisation_of(fake, embed(net, train, test.image_shape)[0], real)
+    test, train = sets["test"], sets["train"].x.to(dev)
+    results, memory = score_images(net, generated, test, train, cfg.eval.seed, inception_net)
     picture = memorisation_picture(generated, train, memory["pairs"], test.image_shape,
                                    Path(run_dir) / "pictures" / "nearest_training_images.png")
     report = {"data": cfg.data.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
@@ -231,13 +226,24 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
               "num_samples": len(generated), "reference": f"{len(test)} test images",
               "results": as_json(results), "memorisation": memory, "picture": str(picture),
               "seconds": round(time.perf_counter() - start, 1)}
-    (Path(run_dir) / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    checkpoint.atomic_write(Path(run_dir) / "quality.json", lambda tmp: Path(tmp).write_text(text))
     return report
 
 
-def _inception_network(device):
-    from .inception import network
-    return network(device)
+def score_images(net: classifier.Classifier, generated: torch.Tensor, test, train_x: torch.Tensor, seed: int,
+                 inception_net=None) -> tuple[dict[str, Result], dict]:
+    """Every metric of the protocol for generated images [N, D] against the test set (an ImageSet), and
+    the memorisation check against the training images train_x [M, D]: (results, memorisation)."""
+    net, test_x = net.to(generated.device), test.x.to(generated.device)
+    fake, fake_probs = embed(net, generated, test.image_shape)
+    real = embed(net, test_x, test.image_shape)[0]
+    results = {**feature_quality(real, fake, fake_probs, seed), "feature_accuracy": feature_accuracy(net, test),
+               **binary_line(net, generated, test_x, test.image_shape, seed)}
+    if inception_net is not None:
+        from .inception import fid
+        results["inception_fid"] = fid(inception_net, generated, test_x, test.image_shape, PROTOCOL["bootstrap"], seed)
+    return results, memorisation_of(fake, embed(net, train_x.to(generated.device), test.image_shape)[0], real)
 
 
 def floor(train, test, num_samples: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, Result]:
