@@ -62,7 +62,8 @@ def hardware_text(device: torch.device) -> str:
     (training times of runs are only comparable on the same hardware)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"cpu: {threads} thread{'s' if threads > 1 else ''}"
 
 
 @contextlib.contextmanager
