@@ -276,6 +276,43 @@ COMMANDS = {
 }
 
 
+def add_quality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", nargs="?", help="run folder written by vaekit train")
+    p.add_argument("--num-samples", type=int, help="images to score (default: the run's eval.quality_samples; "
+                                                   "--floor: 10000 training images)")
+    p.add_argument("--floor", action="store_true", help="score real training images instead of a model's")
+    p.add_argument("--inception", action="store_true",
+                   help="also the standard FID with Inception-v3 (needs torch-fidelity and its weights "
+                        "file placed locally; see vaekit.inception)")
+    p.add_argument("--build-features", action="store_true",
+                   help="train (or find in the cache) the data set's feature network and print its accuracy")
+    p.add_argument("--data", default="digits", help="data set for --floor / --build-features")
+    p.add_argument("--data-dir", help="folder of the data set's files (mnist, fashion-mnist)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-samples", type=int, help="importance samples (default: the run's eval config)")
+    p.add_argument("--chunk-size", type=int, help="samples at a time (eval.chunk_size; memory ~ "
+                                                  "batch x chunk x D floats)")
+    p.add_argument("--batch-size", type=int, help="test images at a time (eval.batch_size)")
+    p.add_argument("--gap", action="store_true",
+                   help="report log p(x) - ELBO split into approximation and amortisation gaps, "
+                        "active units and KL per dimension (writes gap.json)")
+    p.add_argument("--gap-examples", type=int, default=500, help="test examples in the gap report")
+    p.add_argument("--gap-steps", type=int, default=500,
+                   help="Adam steps of the per-example q* behind the amortisation split")
+    p.add_argument("--ais", action="store_true",
+                   help="also log p(x) of the decoder by AIS with HMC (VAE, linear, GAN with an "
+                        "observation model), the BDMC bracket on simulated data, AIS vs IS")
+    p.add_argument("--ais-steps", type=int, help="intermediate distributions (eval.decoder_ais_steps)")
+    p.add_argument("--ais-chains", type=int, help="chains per image (eval.decoder_ais_chains)")
+    p.add_argument("--ais-examples", type=int, help="test images scored (eval.decoder_ais_examples)")
+    p.add_argument("--bdmc-examples", type=int, help="simulated images of the BDMC bracket "
+                                                     "(eval.bdmc_examples; 0: off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaekit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -293,45 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
                 p.set_defaults(resume=None)
         elif name == "compare":
             add_compare_args(p)
-        elif name == "zoo":
-            pass
         elif name == "quality":
-            p.add_argument("run", nargs="?", help="run folder written by vaekit train")
-            p.add_argument("--num-samples", type=int, help="images to score (default: the run's eval.quality_samples; "
-                                                           "--floor: 10000 training images)")
-            p.add_argument("--floor", action="store_true", help="score real training images instead of a model's")
-            p.add_argument("--inception", action="store_true",
-                           help="also the standard FID with Inception-v3 (needs torch-fidelity and its weights "
-                                "file placed locally; see vaekit.inception)")
-            p.add_argument("--build-features", action="store_true",
-                           help="train (or find in the cache) the data set's feature network and print its accuracy")
-            p.add_argument("--data", default="digits", help="data set for --floor / --build-features")
-            p.add_argument("--data-dir", help="folder of the data set's files (mnist, fashion-mnist)")
-            p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-            p.add_argument("--no-progress", action="store_true")
-        else:
+            add_quality_args(p)
+        elif name != "zoo":
             p.add_argument("run", help="run folder written by vaekit train, or zoo:NAME (a published model)")
             p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
             p.add_argument("--no-progress", action="store_true")
             if name == "evaluate":
-                p.add_argument("--num-samples", type=int, help="importance samples (default: the run's eval config)")
-                p.add_argument("--chunk-size", type=int, help="samples at a time (eval.chunk_size; memory ~ "
-                                                              "batch x chunk x D floats)")
-                p.add_argument("--batch-size", type=int, help="test images at a time (eval.batch_size)")
-                p.add_argument("--gap", action="store_true",
-                               help="report log p(x) - ELBO split into approximation and amortisation gaps, "
-                                    "active units and KL per dimension (writes gap.json)")
-                p.add_argument("--gap-examples", type=int, default=500, help="test examples in the gap report")
-                p.add_argument("--gap-steps", type=int, default=500,
-                               help="Adam steps of the per-example q* behind the amortisation split")
-                p.add_argument("--ais", action="store_true",
-                               help="also log p(x) of the decoder by AIS with HMC (VAE, linear, GAN with an "
-                                    "observation model), the BDMC bracket on simulated data, AIS vs IS")
-                p.add_argument("--ais-steps", type=int, help="intermediate distributions (eval.decoder_ais_steps)")
-                p.add_argument("--ais-chains", type=int, help="chains per image (eval.decoder_ais_chains)")
-                p.add_argument("--ais-examples", type=int, help="test images scored (eval.decoder_ais_examples)")
-                p.add_argument("--bdmc-examples", type=int, help="simulated images of the BDMC bracket "
-                                                                 "(eval.bdmc_examples; 0: off)")
+                add_evaluate_args(p)
     return parser
 
 
