@@ -20,6 +20,7 @@ from . import checkpoint
 from . import config as configlib
 from . import families
 from .objectives import iwae_bound, log_mean_exp_chunks
+from .protocols import LayeredLatents
 from .results import Result, as_json, flat, format_line, from_json, mean_result
 from .runs import load_run, prepare_data, seeded_stream
 
@@ -42,9 +43,11 @@ def per_example(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, 
     return out
 
 
-def summarize(values: dict[str, torch.Tensor], num_dims: int, cfg: configlib.EvalConfig) -> dict[str, Result]:
+def summarize(values: dict[str, torch.Tensor], num_dims: int, cfg: configlib.EvalConfig,
+              analytic_kl: bool = True) -> dict[str, Result]:
     """Per-example values {name: [N]} of `per_example` as typed results: the NLL (in nats and
-    bits/dim) and the bounds on log p(x), each with its standard error over the N examples."""
+    bits/dim) and the bounds on log p(x), each with its standard error over the N examples.
+    analytic_kl: the model's KL(q || p(z)) is in closed form (else a Monte Carlo estimate)."""
     nll = -values["log_px"]
     proposal = "importance sampling, q(z|x) proposal"
     # E[log p-hat(x)] <= log p(x) (Jensen): the NLL estimate errs high on average
@@ -52,11 +55,12 @@ def summarize(values: dict[str, torch.Tensor], num_dims: int, cfg: configlib.Eva
                "bits_per_dim": mean_result(nll / (num_dims * math.log(2.0)), proposal, "stochastic upper bound",
                                      cfg.num_samples, "bits/dim")}
     if "elbo" in values:
-        mc = "Monte Carlo reconstruction term, analytic KL"
+        mc = "Monte Carlo reconstruction term, " + ("analytic KL" if analytic_kl else "Monte Carlo KL")
         results["elbo"] = mean_result(values["elbo"], mc, "lower bound", cfg.elbo_samples)
         results["reconstruction"] = mean_result(values["reconstruction"], "Monte Carlo", "estimate",
                                                 cfg.elbo_samples)
-        results["kl"] = mean_result(values["kl"], "analytic", "exact")
+        results["kl"] = (mean_result(values["kl"], "analytic", "exact") if analytic_kl else
+                         mean_result(values["kl"], "Monte Carlo", "estimate", cfg.elbo_samples))
     for k in cfg.iwae_samples:
         if f"iwae_{k}" in values:
             results[f"iwae_{k}"] = mean_result(values[f"iwae_{k}"], "IWAE bound", "lower bound", k)
@@ -74,7 +78,7 @@ def evaluate(model, x: torch.Tensor, cfg: configlib.EvalConfig, progress: bool =
                    tqdm(x.split(cfg.batch_size), desc=f"log p(x), K={cfg.num_samples}", disable=not progress,
                         leave=False)]
     values = {k: torch.cat([b[k] for b in batches]).double().cpu() for k in batches[0]}
-    results = summarize(values, x.shape[1], cfg)
+    results = summarize(values, x.shape[1], cfg, analytic_kl=not isinstance(model, LayeredLatents))
     return {**flat(results), "results": results, "estimator": f"importance sampling, K={cfg.num_samples}, "
             "q(z|x) proposal", "num_examples": x.shape[0], "num_samples": cfg.num_samples,
             "seconds": time.perf_counter() - start}

@@ -17,7 +17,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from .evaluate import log_likelihood
 from .objectives import elbo_analytic_kl, elbo_entropy, iwae_bound, standard_error
-from .protocols import ExactDensity
+from .protocols import ExactDensity, LayeredLatents
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda, Grosse & Salakhutdinov 2016, section 5.2
 
@@ -77,6 +77,9 @@ def gap_report(model, x: torch.Tensor, num_samples: int = 1000, iwae_samples=(1,
     """Every quantity of the module docstring on data x [N, D] (keep N in the hundreds: the
     amortisation split optimises one q per point). log p(x) [N] is taken from the argument when a
     caller knows it, else exact when the model has log_prob, else importance-sampled with num_samples."""
+    if isinstance(model, LayeredLatents):  # q's entropy and the diagonal q* of the split are one layer's
+        raise ValueError("--gap: the gap report covers models with one stochastic layer; this model has several "
+                         "(its ELBO, IWAE bounds and NLL: vaekit evaluate without --gap)")
     prior, q = model.prior(), model.posterior(x)
     halves = elbo_entropy(x, q, prior, model.likelihood, elbo_samples) - q.entropy()  # E_q[log p(x,z)] terms
     elbo = _elbo(model, x, q, elbo_samples)

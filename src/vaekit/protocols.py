@@ -58,6 +58,15 @@ class LatentVariableModel(Decoder, Sampler, Protocol):
 
 
 @runtime_checkable
+class LayeredLatents(Protocol):
+    """A latent-variable model with several stochastic layers, whose KL(q(z|x) || p(z)) has no closed form:
+    elbo_terms estimates it by Monte Carlo, and kl_terms gives the rate of each layer."""
+
+    def kl_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(E_q[log p(x|z)], [KL_1, ..., KL_L]) by Monte Carlo, each [B]."""
+
+
+@runtime_checkable
 class ExactDensity(Protocol):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact, normalised log p(x). [B, D] -> [B]."""

@@ -22,7 +22,7 @@ from ..data import DataSpec
 
 # name -> module defining FAMILY; imported on first use, so `vaekit --help` loads no model code
 BUILTIN = {"vae": "vaekit.families.vae", "linear": "vaekit.families.linear", "rbm": "vaekit.families.rbm",
-           "gan": "vaekit.families.gan"}
+           "gan": "vaekit.families.gan", "hvae": "vaekit.families.hvae"}
 ENTRY_POINT_GROUP = "vaekit.families"
 
 

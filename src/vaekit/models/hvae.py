@@ -1,0 +1,176 @@
+"""A VAE with L stochastic layers and bottom-up inference (Burda, Grosse & Salakhutdinov 2016, section 5):
+
+    q(z_1..z_L | x) = q(z_1|x) q(z_2|z_1) ... q(z_L|z_{L-1})
+    p(x, z_1..z_L)  = p(z_L) p(z_{L-1}|z_L) ... p(z_1|z_2) p(x|z_1)
+
+every conditional a diagonal Gaussian from an MLP (Bernoulli logits or a Gaussian for p(x|z_1)). The
+latents travel as one vector z = [z_1, ..., z_L] [..., sum L_l]: q(z|x) and p(z) are Distribution objects
+over it (`Chain`), so the log importance weights, the ELBO, the IWAE bound, the importance-sampled NLL
+and AIS over z are the one-layer VAE's definitions unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, Independent, constraints
+
+from ..nets import mlp
+from ..objectives import log_importance_weights
+from .vae import BernoulliLogits, diagonal_normal
+
+
+class Chain(Distribution):
+    """A distribution over z = [z_1, ..., z_L] concatenated on the last dimension, as a Markov chain of
+    Distributions: u_1 ~ first, u_l ~ step[l-1](u_{l-1}), drawn in that order; `layout` says which z_l
+    each u is (the prior draws top-down, u_1 = z_L, and lays the draws out as [z_1, ..., z_L]).
+    log_prob(z) = log first(u_1) + sum_l log step[l-1](u_{l-1})(u_l), over one event [..., sum L_l]."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, first: Distribution, steps: list[Callable[[torch.Tensor], Distribution]],
+                 sizes: list[int], top_down: bool = False):
+        self.first, self.steps, self.sizes, self.top_down = first, steps, list(sizes), top_down
+        super().__init__(first.batch_shape, torch.Size([sum(sizes)]), validate_args=False)
+
+    def _lay_out(self, draws: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(draws[::-1] if self.top_down else draws, dim=-1)
+
+    def _draws(self, z: torch.Tensor) -> list[torch.Tensor]:
+        parts = list(z.split(self.sizes, dim=-1))
+        return parts[::-1] if self.top_down else parts
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        u = self.first.rsample(sample_shape)
+        draws = [u]
+        for step in self.steps:
+            u = step(u).rsample()
+            draws.append(u)
+        return self._lay_out(draws)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob_terms(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """log of each factor at z, in drawing order: [log first(u_1), log step_1(u_1)(u_2), ...]."""
+        u = self._draws(z)
+        return [self.first.log_prob(u[0])] + [step(prev).log_prob(cur) for step, prev, cur in
+                                               zip(self.steps, u[:-1], u[1:])]
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return sum(self.log_prob_terms(z))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Ancestral means: each conditional's mean at the mean of the one before (not E[z] for
+        nonlinear conditionals; what reconstructions and interpolations decode)."""
+        u = self.first.mean
+        draws = [u]
+        for step in self.steps:
+            u = step(u).mean
+            draws.append(u)
+        return self._lay_out(draws)
+
+
+class GaussianLayer(nn.Module):
+    """z_in [..., n_in] -> N(loc, diag scale^2) over n_out through an MLP; softplus(.) + min_scale keeps
+    the scale positive without exp overflow."""
+
+    def __init__(self, n_in: int, hidden: list[int], n_out: int, activation: str, min_scale: float):
+        super().__init__()
+        self.net, self.min_scale = mlp([n_in, *hidden, 2 * n_out], activation), min_scale
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        loc, raw = self.net(z).chunk(2, dim=-1)
+        return diagonal_normal(loc, F.softplus(raw) + self.min_scale)
+
+
+class HierarchicalVAE(nn.Module):
+    """L stochastic layers, bottom-up inference (module docstring). latents [L_1, ..., L_L] from the data
+    up; hidden[l] the hidden sizes between layer l and l+1 (layer 0 = x), used by both q and p, as in
+    Burda et al.: latents [100, 50], hidden [[200, 200], [100, 100]]."""
+
+    def __init__(self, data_dim: int, hidden: list[list[int]], latents: list[int], activation: str = "tanh",
+                 likelihood: str = "bernoulli", min_scale: float = 1e-3):
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood: expected 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if len(hidden) != len(latents) or not latents:
+            raise ValueError(f"hidden: expected one list of hidden sizes per stochastic layer ({len(latents)} "
+                             f"for latents {latents}), got {hidden}")
+        self.data_dim, self.latents, self.likelihood_name = data_dim, list(latents), likelihood
+        self.latent = sum(latents)
+        below = [data_dim, *latents[:-1]]
+        self.up = nn.ModuleList(GaussianLayer(n, h, m, activation, min_scale)
+                                for n, h, m in zip(below, hidden, latents))
+        # p(z_l | z_{l+1}) for l = L-1 .. 1, drawn top-down
+        self.down = nn.ModuleList(GaussianLayer(latents[l + 1], hidden[l + 1][::-1], latents[l], activation,
+                                                min_scale) for l in reversed(range(len(latents) - 1)))
+        self.decoder = mlp([latents[0], *hidden[0][::-1], data_dim], activation)
+        self.min_scale = min_scale
+        if likelihood == "gaussian":
+            self.raw_scale = nn.Parameter(torch.full((data_dim,), 0.5413))  # softplus = 1
+        self.register_buffer("prior_loc", torch.zeros(latents[-1]))
+        self.register_buffer("prior_scale", torch.ones(latents[-1]))
+
+    def prior(self) -> Distribution:
+        """p(z) = p(z_L) prod_l p(z_l | z_{l+1}), p(z_L) = N(0, I); over [z_1, ..., z_L]."""
+        top = diagonal_normal(self.prior_loc, self.prior_scale)
+        return Chain(top, list(self.down), self.latents, top_down=True)
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        """q(z|x) = q(z_1|x) prod_l q(z_{l+1}|z_l); over [z_1, ..., z_L], batch [B]."""
+        return Chain(self.up[0](x), list(self.up[1:]), self.latents)
+
+    def likelihood(self, z: torch.Tensor) -> Distribution:
+        """p(x|z_1) for z = [z_1, ..., z_L] [..., sum L_l]: Bernoulli logits or a Gaussian, one event over D."""
+        out = self.decoder(z[..., :self.latents[0]])
+        if self.likelihood_name == "bernoulli":
+            return Independent(BernoulliLogits(logits=out, validate_args=False), 1, validate_args=False)
+        return diagonal_normal(out, F.softplus(self.raw_scale) + self.min_scale)
+
+    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x) (all layers). x [B, D] -> [K, B]."""
+        return log_importance_weights(x, self.posterior(x), self.prior(), self.likelihood, num_samples)
+
+    def kl_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(E_q[log p(x|z_1)], [KL_1, ..., KL_L]) by Monte Carlo with num_samples draws, each [B]:
+        KL_l = E_q[log q(z_l|z_{l-1}) - log p(z_l|z_{l+1})] (p(z_L) for the top), the rate of layer l;
+        their sum is KL(q(z|x) || p(z)) of the whole chain."""
+        q = self.posterior(x)
+        z = q.rsample((num_samples,))
+        log_q, log_p = q.log_prob_terms(z), self.prior().log_prob_terms(z)[::-1]  # both bottom-up
+        kls = [(a - b).mean(dim=0) for a, b in zip(log_q, log_p)]
+        return self.likelihood(z).log_prob(x).mean(dim=0), kls
+
+    def elbo_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_q[log p(x|z)], KL(q(z|x) || p(z))), each [B], both by Monte Carlo (no closed form for the
+        chain's KL)."""
+        reconstruction, kls = self.kl_terms(x, num_samples)
+        return reconstruction, sum(kls)
+
+    def elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """L(x) = E_q[log p(x, z) - log q(z|x)] over all layers. [B]."""
+        reconstruction, kl = self.elbo_terms(x, num_samples)
+        return reconstruction - kl
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """Mean of p(x|z_1) for z ~ p(z) (ancestral draws through every layer). [N, D]."""
+        return self.likelihood(self.prior().sample((num_samples,))).mean
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] for z = [z_1, ..., z_L] [N, sum L_l] -> [N, D] (p(x|z_1): only z_1 enters)."""
+        return self.likelihood(z).mean
+
+    @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior's ancestral means [B, sum L_l]."""
+        return self.posterior(x).mean

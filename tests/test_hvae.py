@@ -1,0 +1,105 @@
+"""The hierarchical VAE (L stochastic layers, bottom-up inference): its log weights are those of one joint
+q(z|x) and p(z), its KL splits into the layers' rates, and a linear-Gaussian special case has the exact
+log p(x) of the equivalent linear-Gaussian model."""
+
+import json
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal
+
+from conftest import tiny_run
+from vaekit import config as configlib
+from vaekit.cli import main
+from vaekit.models.hvae import HierarchicalVAE
+from vaekit.objectives import iwae_bound
+from vaekit.train import Trainer
+
+
+def model_and_data(likelihood="bernoulli", seed=0):
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(12, [[16], [8], [6]], [5, 3, 2], likelihood=likelihood).double()
+    x = (torch.rand(40, 12, dtype=torch.float64) < 0.4).double()
+    return model, x
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_log_weights_are_k_by_b_and_the_bounds_are_ordered(likelihood):
+    model, x = model_and_data(likelihood)
+    assert model.log_weights(x, 7).shape == (7, 40)
+    with torch.no_grad():
+        elbo = model.elbo(x, 4000).mean()  # = IWAE_1 in expectation
+        bounds = [torch.stack([iwae_bound(model.log_weights(x, k)) for _ in range(200)]).mean() for k in (1, 5, 50)]
+    assert float(elbo) == pytest.approx(float(bounds[0]), abs=0.1)
+    assert bounds[0] < bounds[1] < bounds[2]
+
+
+def test_the_layers_kl_terms_sum_to_the_joint_kl_by_monte_carlo():
+    model, x = model_and_data()
+    with torch.no_grad():
+        _, kls = model.kl_terms(x, 4000)
+        q, p = model.posterior(x), model.prior()
+        z = q.sample((4000,))
+        joint = q.log_prob(z) - p.log_prob(z)  # [K, B]
+    per_example = joint.mean(0)
+    stderr = joint.std(0) / 4000 ** 0.5
+    assert len(kls) == 3 and all(float(k.mean()) > 0 for k in kls)
+    assert torch.all((sum(kls) - per_example).abs() <= 4 * stderr * 2 ** 0.5)
+
+
+def linear_gaussian_special_case(seed=0):
+    """Two layers with linear conditionals and constant scales: z2 ~ N(0, I), z1 = A z2 + a + e1,
+    x = W z1 + w + e2, so x ~ N(W a + w, W (A A^T + S1) W^T + S2) exactly."""
+    torch.manual_seed(seed)
+    model = HierarchicalVAE(4, [[], []], [3, 2], likelihood="gaussian").double()
+    down = model.down[0].net[0]  # [z2] -> [loc(3), raw scale(3)]
+    with torch.no_grad():
+        down.weight[3:] = 0  # the scale of p(z1|z2) does not depend on z2
+        model.raw_scale.uniform_(-1.0, 0.0)
+    a, A = down.bias[:3], down.weight[:3]
+    s1 = torch.nn.functional.softplus(down.bias[3:]) + model.min_scale
+    W, w = model.decoder[0].weight, model.decoder[0].bias
+    s2 = torch.nn.functional.softplus(model.raw_scale) + model.min_scale
+    cov = W @ (A @ A.T + torch.diag(s1 ** 2)) @ W.T + torch.diag(s2 ** 2)
+    return model, MultivariateNormal(W @ a + w, cov)
+
+
+def test_a_linear_gaussian_special_case_has_the_exact_log_likelihood():
+    model, exact = linear_gaussian_special_case()
+    x = exact.sample((30,)).detach()
+    encoder = torch.optim.Adam(model.up.parameters(), lr=0.02)  # a fitted q: IS converges within K draws
+    for _ in range(300):
+        encoder.zero_grad()
+        (-iwae_bound(model.log_weights(x, 10)).mean()).backward()
+        encoder.step()
+    with torch.no_grad():
+        from vaekit.evaluate import log_likelihood
+        estimate = log_likelihood(model, x, 20000, 5000)
+    assert torch.allclose(estimate, exact.log_prob(x).detach(), atol=0.05)
+
+
+def test_the_preset_trains_evaluates_and_draws_through_the_cli(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--model", "hvae", "--preset", "burda2", "--data", "digits", "--epochs", "2",
+                 "--set", "eval.num_samples=50", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    record = json.loads((out / "eval.json").read_text())
+    assert record["results"]["kl"]["side"] == "estimate"  # Monte Carlo: no closed form for the chain
+    assert record["results"]["elbo"]["value"] <= -record["results"]["nll"]["value"] + 1.0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"test/kl_1", "test/kl_2"} <= set(rows[-1])
+    assert (out / "pictures" / "samples.png").is_file()
+    assert main(["evaluate", str(out), "--gap", "--no-progress"]) == 2  # one-layer report: refused, clearly
+
+
+def test_resume_is_bit_exact(tmp_path):
+    values = tiny_run(tmp_path, train={"epochs": 3, "lr_schedule": "constant"})  # the cut run's plan: 2 epochs
+    del values["vae"]
+    values.update(model={"name": "hvae"}, hvae={"latents": [4, 2], "hidden": [[16], [8]]})
+    full = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "full")}))
+    full.fit()
+    cut = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "cut"), "train": {**values["train"], "epochs": 2}}))
+    cut.fit()
+    resumed = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "cut")}), resume=True)
+    resumed.fit()
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
