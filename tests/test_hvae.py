@@ -88,7 +88,11 @@ def test_the_preset_trains_evaluates_and_draws_through_the_cli(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"test/kl_1", "test/kl_2"} <= set(rows[-1])
     assert (out / "pictures" / "samples.png").is_file()
-    assert main(["evaluate", str(out), "--gap", "--no-progress"]) == 2  # one-layer report: refused, clearly
+    assert main(["evaluate", str(out), "--gap", "--gap-examples", "50", "--no-progress"]) == 0
+    gap = json.loads((out / "gap.json").read_text())
+    parts = gap["expected_log_joint"]["mean"] + gap["entropy"]["mean"]  # E_q[log p(x,z)] + H(q) = ELBO
+    assert parts == pytest.approx(gap["elbo"]["mean"], abs=4 * gap["elbo"]["stderr"])
+    assert gap["gap"]["mean"] > 0 and "amortisation_gap" not in gap  # q is a chain: no per-point q* of its family
 
 
 def test_resume_is_bit_exact(tmp_path):
