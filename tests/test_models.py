@@ -201,3 +201,40 @@ def test_conv_vae_trains_on_digits_from_the_cli(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test/elbo"] > rows[0]["test/elbo"] + 5
     assert json.loads((run / "eval.json").read_text())["results"]["nll"]["value"] < -rows[-1]["test/elbo"] + 1
+
+
+def gradients(model, x, bound, draws: int) -> torch.Tensor:
+    """draws independent gradients of bound(model, x).sum(), each flattened over every parameter: [draws, P]."""
+    rows = []
+    for _ in range(draws):
+        model.zero_grad()
+        bound(model, x).sum().backward()
+        rows.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    return torch.stack(rows)
+
+
+def test_dreg_is_the_iwae_gradient_in_expectation_with_less_variance_for_the_encoder():
+    from vaekit.objectives import iwae_dreg
+    torch.manual_seed(0)
+    model = VAE(4, [8], 2).double()
+    x = (torch.rand(3, 4, dtype=torch.float64) < 0.5).double()
+    k = 10
+    standard = gradients(model, x, lambda m, x: iwae_bound(m.log_weights(x, k)), 3000)
+    dreg = gradients(model, x, lambda m, x: iwae_dreg(x, m.posterior(x), m.prior(), m.likelihood, k), 3000)
+    value = iwae_dreg(x, model.posterior(x), model.prior(), model.likelihood, k)
+    assert value.shape == (3,) and torch.all(value < 0)  # the bound itself, as the value
+    se = ((standard.var(0) + dreg.var(0)) / 3000).sqrt()
+    assert torch.all((standard.mean(0) - dreg.mean(0)).abs() <= 5 * se + 1e-9)
+    encoder = torch.cat([torch.full((p.numel(),), name.startswith("encoder")) for name, p in model.named_parameters()])
+    assert dreg.var(0)[encoder].sum() < 0.5 * standard.var(0)[encoder].sum()
+
+
+def test_dreg_trains_through_the_cli_and_is_refused_where_it_does_not_apply(tmp_path, capsys):
+    from vaekit.cli import main
+    dreg = ["--objective", "iwae", "--train-samples", "5", "--set", 'train.gradient="dreg"', "--epochs", "1",
+            "--data", "digits", "--device", "cpu", "--no-progress", "--set", "eval.num_samples=20"]
+    assert main(["run", *dreg, "--out", str(tmp_path / "vae")]) == 0
+    assert main(["run", *dreg, "--model", "hvae", "--out", str(tmp_path / "hvae")]) == 2  # q is a chain of layers
+    assert "needs q(z|x) to be one diagonal Gaussian" in capsys.readouterr().err
+    assert main(["run", "--data", "digits", "--set", 'train.gradient="dreg"', "--out", str(tmp_path / "elbo")]) == 2
+    assert "gradient of the IWAE bound" in capsys.readouterr().err

@@ -58,6 +58,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd
     weight_decay: float = 0.0  # L2 penalty on weight matrices (biases are not decayed)
     num_samples: int = 1  # importance samples per example in the objective (latent-variable models)
+    gradient: str = "reparam"  # iwae: reparam (Burda et al.'s estimator) | dreg (doubly reparameterised)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # 0 = torch's default
@@ -354,6 +355,9 @@ def validate(config: RunConfig) -> RunConfig:
     check_choice(d.binarization, ("dynamic", "static", "threshold", "none"), "data.binarization")
     check_choice(t.lr_schedule, ("constant", "cosine", "linear"), "train.lr_schedule")
     check_choice(t.objective, ("elbo", "iwae"), "train.objective")
+    check_choice(t.gradient, ("reparam", "dreg"), "train.gradient")
+    if t.gradient == "dreg" and t.objective != "iwae":
+        raise ConfigError(f"train.gradient: 'dreg' is a gradient of the IWAE bound; train.objective is {t.objective!r}")
     check_choice(t.optimizer, ("adam", "sgd"), "train.optimizer")
     check_positive(t, "train", ("epochs", "batch_size", "lr", "num_samples", "checkpoint_every"))
     check_positive(e, "eval", ("num_samples", "batch_size", "chunk_size", "elbo_samples", "ais_runs",

@@ -11,7 +11,7 @@ import math
 from typing import Callable
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 Likelihood = Callable[[torch.Tensor], Distribution]  # z [..., L] -> p(x|z), event over D
 
@@ -73,6 +73,24 @@ def log_mean_exp_chunks(chunks) -> torch.Tensor:
 def elbo(log_w: torch.Tensor) -> torch.Tensor:
     """Monte Carlo ELBO, E_q[log p(x, z) - log q(z|x)] (Kingma & Welling 2014, eq. 3). [K, B] -> [B]."""
     return log_w.mean(dim=0)
+
+
+def iwae_dreg(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
+              num_samples: int) -> torch.Tensor:
+    """The IWAE bound L_K [B] with the doubly-reparameterised gradient (DReG; Tucker, Lawson, Gu &
+    Maddison 2019, eq. 8): for q's parameters phi, sum_k wt_k^2 d log w_k / d z_k dz_k/dphi, with
+    wt = softmax_k log w_k and log q evaluated with phi held fixed, which drops the score-function term
+    whose variance grows with K; for the decoder the usual sum_k wt_k d log w_k / d theta. Its value is
+    the bound itself. q: one diagonal Gaussian layer, Independent(Normal(loc, scale), 1)."""
+    base = q.base_dist
+    z = q.rsample((num_samples,))
+    held = Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1, validate_args=False)
+    log_w = likelihood(z).log_prob(x) + prior.log_prob(z) - held.log_prob(z)  # [K, B], the bound's weights
+    weights = torch.softmax(log_w, dim=0).detach()
+    if z.requires_grad:  # the path into q's parameters: one more factor wt_k
+        z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
+    surrogate = (weights * log_w).sum(dim=0)
+    return log_mean_exp(log_w.detach(), dim=0) + surrogate - surrogate.detach()
 
 
 def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:

@@ -4,18 +4,25 @@ one per-example objective, the held-out gap terms, the importance-sampled evalua
 from __future__ import annotations
 
 import torch
+from torch.distributions import Independent, Normal
 
 from .. import pictures
 from ..evaluate import evaluate
 from ..gap import ACTIVE_UNIT_THRESHOLD
-from ..objectives import iwae_bound
+from ..objectives import iwae_bound, iwae_dreg
 from ..protocols import ExactDensity
 from ..train import StepState, ascend
 
 
 def bound(model, x: torch.Tensor, cfg) -> torch.Tensor:
     """The training objective train.objective: the ELBO (analytic KL) or the IWAE bound L_K with
-    K = train.num_samples, per example [B]."""
+    K = train.num_samples, per example [B]; train.gradient = "dreg" differentiates L_K by DReG."""
+    if cfg.train.objective == "iwae" and cfg.train.gradient == "dreg":
+        q = model.posterior(x)
+        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+            raise ValueError("train.gradient: 'dreg' needs q(z|x) to be one diagonal Gaussian; this model's is "
+                             f"{type(q).__name__} (train.gradient = 'reparam' trains it on the IWAE bound)")
+        return iwae_dreg(x, q, model.prior(), model.likelihood, cfg.train.num_samples)
     if cfg.train.objective == "iwae":
         return iwae_bound(model.log_weights(x, cfg.train.num_samples))
     return model.elbo(x, cfg.train.num_samples)
