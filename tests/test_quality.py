@@ -180,6 +180,18 @@ def test_memorisation_tells_copies_from_new_images(digits):
     assert 0.7 < fresh["median_ratio"] < 1.3
 
 
+def test_reference_features_are_cached_per_network_and_images(digits, monkeypatch):
+    sets, _ = digits
+    net, info = yardstick.feature_network(sets["train"])
+    train, shape = sets["train"].x, sets["train"].image_shape
+    first = yardstick.reference_features(net, info, train, shape)
+    assert torch.equal(first, yardstick.embed(net, train, shape)[0])
+    monkeypatch.setattr(yardstick, "embed", lambda *a: pytest.fail("features recomputed, not read from the cache"))
+    assert torch.equal(yardstick.reference_features(net, info, train, shape), first)
+    with pytest.raises(BaseException, match="recomputed"):  # other images: other features, never a stale file
+        yardstick.reference_features(net, info, train[:-1], shape)
+
+
 FAMILY_RUNS = {"vae": ["--model", "vae", "--latent", "2", "--hidden", "32", "--binarization", "dynamic"],
                "linear": ["--model", "linear", "--latent", "4", "--binarization", "none"],
                "gan": ["--model", "gan", "--set", "gan.width=8", "--set", "gan.latent=4"],

@@ -145,6 +145,28 @@ def feature_network(train, progress: bool = False) -> tuple[classifier.Classifie
     return classifier.load_or_train_classifier(train, progress=progress)
 
 
+def reference_features(net: classifier.Classifier, info: dict, images: torch.Tensor, image_shape) -> torch.Tensor:
+    """embed(net, images)'s features [N, F] of a data set's own images (its training and test images: the
+    same for every model scored), read from the cache when this network (info: its record) saw these
+    exact images before, else computed and stored beside the network as safetensors, keyed by the
+    network's weights and the images' SHA-256."""
+    import hashlib
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+    from .checkpoint import atomic_write
+    digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    path = classifier.default_cache_dir() / f"features-{info['weights_sha256'][:16]}-{digest}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(path)["features"].to(images.device)
+        except (SafetensorError, KeyError, OSError):
+            pass  # a damaged cache file is recomputed and replaced
+    features = embed(net, images, image_shape)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file({"features": features.cpu().contiguous()}, tmp))
+    return features
+
+
 @torch.no_grad()
 def model_images(model, num_samples: int, batch_size: int = 1000) -> torch.Tensor:
     """num_samples images of a model in data space [N, D]: E[x | z] for z ~ p(z) for a decoder (VAE,
@@ -218,7 +240,7 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
     with seeded_stream(cfg.eval.seed, dev):
         generated = model_images(model.eval(), num_samples or cfg.eval.quality_samples)
     test, train = sets["test"], sets["train"].x.to(dev)
-    results, memory = score_images(net, generated, test, train, cfg.eval.seed, inception_net)
+    results, memory = score_images(net, generated, test, train, cfg.eval.seed, inception_net, info)
     picture = memorisation_picture(generated, train, memory["pairs"], test.image_shape,
                                    Path(run_dir) / "pictures" / "nearest_training_images.png")
     report = {"data": cfg.data.name, "family": cfg.model.name, "checkpoint": checkpoint.describe(run_dir),
@@ -232,18 +254,21 @@ def run_quality(run_dir, num_samples: int | None = None, device: str = "auto", p
 
 
 def score_images(net: classifier.Classifier, generated: torch.Tensor, test, train_x: torch.Tensor, seed: int,
-                 inception_net=None) -> tuple[dict[str, Result], dict]:
+                 inception_net=None, info: dict | None = None) -> tuple[dict[str, Result], dict]:
     """Every metric of the protocol for generated images [N, D] against the test set (an ImageSet), and
-    the memorisation check against the training images train_x [M, D]: (results, memorisation)."""
+    the memorisation check against the training images train_x [M, D]: (results, memorisation). With
+    the network's record `info`, the data set's own features come from the cache (reference_features)."""
     net, test_x = net.to(generated.device), test.x.to(generated.device)
+    own = (lambda x: reference_features(net, info, x, test.image_shape)) if info else \
+        (lambda x: embed(net, x, test.image_shape)[0])
     fake, fake_probs = embed(net, generated, test.image_shape)
-    real = embed(net, test_x, test.image_shape)[0]
+    real = own(test_x)
     results = {**feature_quality(real, fake, fake_probs, seed), "feature_accuracy": feature_accuracy(net, test),
                **binary_line(net, generated, test_x, test.image_shape, seed)}
     if inception_net is not None:
         from .inception import fid
         results["inception_fid"] = fid(inception_net, generated, test_x, test.image_shape, PROTOCOL["bootstrap"], seed)
-    return results, memorisation_of(fake, embed(net, train_x.to(generated.device), test.image_shape)[0], real)
+    return results, memorisation_of(fake, own(train_x.to(generated.device)), real)
 
 
 def floor(train, test, num_samples: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, Result]:
