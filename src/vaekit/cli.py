@@ -121,8 +121,9 @@ def cmd_run(args) -> None:
     from .evaluate import evaluate_model, format_result
     trainer = cmd_train(args)  # the trained model and loaded data serve evaluation and pictures too
     model = trainer.model.eval()
+    # train.progress (set by --no-progress, or by the config) governs the evaluation's bar too
     print(format_result(evaluate_model(trainer.run_dir, trainer.cfg, model, trainer.data,
-                                       progress=not args.no_progress)))
+                                       progress=trainer.cfg.train.progress)))
     for path in pictures.draw(trainer.run_dir, model, trainer.data, trainer.family):
         print(f"wrote {path}")
 
