@@ -350,7 +350,7 @@ def test_load_returns_the_trained_model(runs):
     with pytest.raises(FileNotFoundError, match="not a vaekit run folder"):
         vaekit.load(runs)
     with pytest.raises(ValueError, match="no such folder.*run folder.*published model: digits-vae"):
-        vaekit.load("mnist-burda")
+        vaekit.load("no-such-model")
     with pytest.raises(TypeError, match="str or os.PathLike"):
         vaekit.load(3)
 
