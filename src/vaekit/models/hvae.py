@@ -16,11 +16,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, constraints
+from torch.distributions import Distribution, constraints
 
 from ..nets import mlp
-from ..objectives import log_importance_weights
-from .vae import BernoulliLogits, diagonal_normal
+from .vae import LatentVariableBase, diagonal_normal
 
 
 class Chain(Distribution):
@@ -91,7 +90,7 @@ class GaussianLayer(nn.Module):
         return diagonal_normal(loc, F.softplus(raw) + self.min_scale)
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(LatentVariableBase):
     """L stochastic layers, bottom-up inference (module docstring). latents [L_1, ..., L_L] from the data
     up; hidden[l] the hidden sizes between layer l and l+1 (layer 0 = x), used by both q and p, as in
     Burda et al.: latents [100, 50], hidden [[200, 200], [100, 100]]."""
@@ -130,14 +129,7 @@ class HierarchicalVAE(nn.Module):
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z_1) for z = [z_1, ..., z_L] [..., sum L_l]: Bernoulli logits or a Gaussian, one event over D."""
-        out = self.decoder(z[..., :self.latents[0]])
-        if self.likelihood_name == "bernoulli":
-            return Independent(BernoulliLogits(logits=out, validate_args=False), 1, validate_args=False)
-        return diagonal_normal(out, F.softplus(self.raw_scale) + self.min_scale)
-
-    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x) (all layers). x [B, D] -> [K, B]."""
-        return log_importance_weights(x, self.posterior(x), self.prior(), self.likelihood, num_samples)
+        return self.observation(self.decoder(z[..., :self.latents[0]]))
 
     def kl_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(E_q[log p(x|z_1)], [KL_1, ..., KL_L]) by Monte Carlo with num_samples draws, each [B]:
@@ -154,23 +146,3 @@ class HierarchicalVAE(nn.Module):
         chain's KL)."""
         reconstruction, kls = self.kl_terms(x, num_samples)
         return reconstruction, sum(kls)
-
-    def elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        """L(x) = E_q[log p(x, z) - log q(z|x)] over all layers. [B]."""
-        reconstruction, kl = self.elbo_terms(x, num_samples)
-        return reconstruction - kl
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """Mean of p(x|z_1) for z ~ p(z) (ancestral draws through every layer). [N, D]."""
-        return self.likelihood(self.prior().sample((num_samples,))).mean
-
-    @torch.no_grad()
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z] for z = [z_1, ..., z_L] [N, sum L_l] -> [N, D] (p(x|z_1): only z_1 enters)."""
-        return self.likelihood(z).mean
-
-    @torch.no_grad()
-    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior's ancestral means [B, sum L_l]."""
-        return self.posterior(x).mean

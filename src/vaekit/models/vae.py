@@ -61,7 +61,44 @@ class ImageDecoder(nn.Module):
 ARCHITECTURES = ("mlp", "conv")
 
 
-class VAE(nn.Module):
+class LatentVariableBase(nn.Module):
+    """What a VAE-like model derives from its prior(), posterior(x), likelihood(z) and elbo_terms(x, K):
+    the log importance weights, the ELBO, samples and the encode/decode means (the LatentVariableModel
+    protocol). The likelihood's output layer: observation()."""
+
+    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x). x [B, D] -> [K, B]."""
+        return log_importance_weights(x, self.posterior(x), self.prior(), self.likelihood, num_samples)
+
+    def elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """L(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (Kingma & Welling 2014, eq. 10). [B]."""
+        reconstruction, kl = self.elbo_terms(x, num_samples)
+        return reconstruction - kl
+
+    def observation(self, out: torch.Tensor) -> Distribution:
+        """p(x|z) from the decoder's output [..., D]: Bernoulli(logits = out) or Normal(out, diag scale^2)
+        with a learned scale per dimension, one event over D."""
+        if self.likelihood_name == "bernoulli":
+            return Independent(BernoulliLogits(logits=out, validate_args=False), 1, validate_args=False)
+        return diagonal_normal(out, F.softplus(self.raw_scale) + self.min_scale)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """Mean of p(x|z) for z ~ p(z): pixel probabilities (Bernoulli) or means. [N, D]."""
+        return self.likelihood(self.prior().sample((num_samples,))).mean
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] for given latents z [N, L] -> [N, D]."""
+        return self.likelihood(z).mean
+
+    @torch.no_grad()
+    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior means E_q[z|x] (a chain of layers: its ancestral means). [B, D] -> [B, L]."""
+        return self.posterior(x).mean
+
+
+class VAE(LatentVariableBase):
     """A VAE on x [B, D] with z [B, L] (or [K, B, L] for K samples). architecture "mlp": MLP encoder and
     decoder (hidden sizes, activation); "conv": the DCGAN networks of the GAN family on images of
     image_shape (encoder: the discriminator's convolutions with 2L outputs; decoder: the generator,
@@ -103,25 +140,13 @@ class VAE(nn.Module):
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z): Bernoulli(logits = g(z)) or Normal(g(z), diag scale^2), one event over D."""
-        out = self.decoder(z)
-        if self.likelihood_name == "bernoulli":
-            return Independent(BernoulliLogits(logits=out, validate_args=False), 1, validate_args=False)
-        return diagonal_normal(out, F.softplus(self.raw_scale) + self.min_scale)
-
-    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x). x [B, D] -> [K, B]."""
-        return log_importance_weights(x, self.posterior(x), self.prior(), self.likelihood, num_samples)
+        return self.observation(self.decoder(z))
 
     def elbo_terms(self, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(E_q[log p(x|z)] by Monte Carlo, KL(q(z|x) || p(z)) analytically), each [B]."""
         q = self.posterior(x)
         z = q.rsample((num_samples,))
         return self.likelihood(z).log_prob(x).mean(dim=0), kl_divergence(q, self.prior())
-
-    def elbo(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        """L(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) (Kingma & Welling 2014, eq. 10). [B]."""
-        reconstruction, kl = self.elbo_terms(x, num_samples)
-        return reconstruction - kl
 
     def as_linear_gaussian(self):
         """The same generative model as a LinearGaussian (exact log p(x) and p(z|x)) when the decoder is
@@ -137,19 +162,3 @@ class VAE(nn.Module):
             model.weight.copy_(self.decoder[0].weight)
             model.raw_scale.copy_(self.raw_scale)
         return model
-
-    @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """Mean of p(x|z) for z ~ p(z): pixel probabilities (Bernoulli) or means. [N, D]."""
-        z = self.prior().sample((num_samples,))
-        return self.likelihood(z).mean
-
-    @torch.no_grad()
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z] for given latents z [N, L] -> [N, D]."""
-        return self.likelihood(z).mean
-
-    @torch.no_grad()
-    def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior means E_q[z|x]. [B, D] -> [B, L]."""
-        return self.posterior(x).mean
