@@ -107,3 +107,11 @@ def test_resume_is_bit_exact(tmp_path):
     resumed.fit()
     for name, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_the_log_density_of_a_draw_is_the_same_from_its_kept_conditionals_and_recomputed():
+    model, x = model_and_data()
+    for chain, shape in ((model.posterior(x), (3,)), (model.prior(), (3, 40))):
+        z = chain.rsample(shape)
+        kept, recomputed = chain.log_prob(z), chain.log_prob(z.clone())  # a clone is another tensor
+        assert kept.shape == (3, 40) and torch.allclose(kept, recomputed)

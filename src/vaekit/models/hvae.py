@@ -35,6 +35,7 @@ class Chain(Distribution):
     def __init__(self, first: Distribution, steps: list[Callable[[torch.Tensor], Distribution]],
                  sizes: list[int], top_down: bool = False):
         self.first, self.steps, self.sizes, self.top_down = first, steps, list(sizes), top_down
+        self._drawn: tuple[torch.Tensor, list[Distribution]] | None = None  # the last draw and its conditionals
         super().__init__(first.batch_shape, torch.Size([sum(sizes)]), validate_args=False)
 
     def _lay_out(self, draws: list[torch.Tensor]) -> torch.Tensor:
@@ -46,11 +47,16 @@ class Chain(Distribution):
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         u = self.first.rsample(sample_shape)
-        draws = [u]
+        draws, conditionals = [u], [self.first]
         for step in self.steps:
-            u = step(u).rsample()
+            conditionals.append(step(u))
+            u = conditionals[-1].rsample()
             draws.append(u)
-        return self._lay_out(draws)
+        z = self._lay_out(draws)
+        # log_prob of this very draw (the log weights, the KL) reuses its conditionals: no second pass
+        # through the step networks
+        self._drawn = (z, conditionals)
+        return z
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
@@ -59,6 +65,8 @@ class Chain(Distribution):
     def log_prob_terms(self, z: torch.Tensor) -> list[torch.Tensor]:
         """log of each factor at z, in drawing order: [log first(u_1), log step_1(u_1)(u_2), ...]."""
         u = self._draws(z)
+        if self._drawn is not None and self._drawn[0] is z:
+            return [d.log_prob(part) for d, part in zip(self._drawn[1], u)]
         return [self.first.log_prob(u[0])] + [step(prev).log_prob(cur) for step, prev, cur in
                                                zip(self.steps, u[:-1], u[1:])]
 
