@@ -14,6 +14,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "bench" / "configs").glob("*.to
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_a_bench_config_loads_and_trains_briefly_on_digits(path, tmp_path):
     cfg = configlib.load(path, ["data.name=\"digits\"", "data.binarization=\"dynamic\"", "train.epochs=1",
-                                "train.time_limit_minutes=0", "train.device=\"cpu\"", "train.progress=false"])
+                                "train.time_limit_minutes=0", "train.device=\"cpu\"", "train.progress=false",
+                                "train.compile=false"])  # compiling each config would cost the suite minutes
     trainer = Trainer(cfg, tmp_path / "run")
     assert trainer.fit() == tmp_path / "run" and len(trainer.history) == 1
