@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from ..config import ConfigError, check_choice, check_positive
 from ..models.hvae import HierarchicalVAE
 from ..nets import ACTIVATIONS
@@ -45,21 +43,7 @@ def build(c: HVAEConfig, spec) -> HierarchicalVAE:
                            c.likelihood, c.min_scale)
 
 
-@torch.no_grad()
-def monitor(model, x: torch.Tensor, cfg) -> dict[str, float]:
-    """latent.monitor's gap terms, and the KL of each stochastic layer (the rate it carries: a layer whose
-    KL stays near 0 is inactive)."""
-    terms = latent.monitor(model, x, cfg)
-    model.eval()
-    totals = [0.0] * len(model.latents)
-    for xb in x.split(cfg.eval.batch_size):
-        for i, kl in enumerate(model.kl_terms(xb)[1]):
-            totals[i] += float(kl.sum())
-    model.train()
-    return {**terms, **{f"kl_{i + 1}": total / x.shape[0] for i, total in enumerate(totals)}}
-
-
 FAMILY = Family(
     name="hvae", help="hierarchical VAE: L stochastic layers, bottom-up inference (preset burda2)",
-    config=HVAEConfig, build=build, step=latent.step, evaluate=latent.evaluate_test, monitor=monitor,
+    config=HVAEConfig, build=build, step=latent.step, evaluate=latent.evaluate_test, monitor=latent.monitor,
     pictures=latent.PICTURES, binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS)

@@ -10,7 +10,7 @@ from .. import pictures
 from ..evaluate import evaluate
 from ..gap import ACTIVE_UNIT_THRESHOLD
 from ..objectives import iwae_bound, iwae_dreg
-from ..protocols import ExactDensity
+from ..protocols import ExactDensity, LayeredLatents
 from ..train import StepState, ascend
 
 
@@ -38,18 +38,22 @@ def monitor(model, x: torch.Tensor, cfg) -> dict[str, float]:
     """The cheap gap terms on a held-out set [N, D]: mean ELBO (analytic KL, one sample), its KL term,
     the number of active latent units (Burda et al. 2016: Cov_x(E_q[z_j]) > 0.01), and on the first
     eval.monitor_examples points the IWAE bound with K = eval.monitor_samples (and the exact log p(x)
-    where the model has one): the gap as it evolves."""
+    where the model has one): the gap as it evolves. A model of several stochastic layers adds each
+    layer's KL (kl_1, ..., kl_L: a layer whose KL stays near 0 is inactive)."""
     e = cfg.eval
     model.eval()
-    elbo = kl = 0.0
+    elbo, layers = 0.0, None
     means = []
     for xb in x.split(e.batch_size):
-        reconstruction, kl_b = model.elbo_terms(xb)
-        elbo += float((reconstruction - kl_b).sum())
-        kl += float(kl_b.sum())
+        reconstruction, kls = model.kl_terms(xb) if isinstance(model, LayeredLatents) else model.elbo_terms(xb)
+        kls = kls if isinstance(kls, list) else [kls]
+        elbo += float((reconstruction - sum(kls)).sum())
+        layers = [float(k.sum()) + (layers[i] if layers else 0.0) for i, k in enumerate(kls)]
         means.append(model.encode_mean(xb))
-    terms = {"elbo": elbo / x.shape[0], "kl": kl / x.shape[0],
+    terms = {"elbo": elbo / x.shape[0], "kl": sum(layers) / x.shape[0],
              "active_units": int((torch.cat(means).var(dim=0) > ACTIVE_UNIT_THRESHOLD).sum())}
+    if len(layers) > 1:
+        terms.update({f"kl_{i + 1}": total / x.shape[0] for i, total in enumerate(layers)})
     subset = x[:e.monitor_examples]
     if e.monitor_samples and subset.shape[0]:
         k = e.monitor_samples
