@@ -16,7 +16,7 @@ from sklearn.utils.validation import validate_data
 
 from vaekit.annealing import exact_log_partition
 from vaekit.data import binarize, load_dataset
-from vaekit.estimators import FLOATS, GAN, VAE, BernoulliRBM
+from vaekit.estimators import FLOATS, GAN, VAE, BernoulliRBM, HierarchicalVAE, TopDownVAE
 
 
 @pytest.fixture(scope="module")
@@ -232,13 +232,17 @@ def domain_failures(estimator) -> dict:
 def small(cls):
     """An estimator of cls with settings that keep sklearn's ~45 checks within seconds."""
     settings = {BernoulliRBM: dict(n_components=3, n_iter=1, batch_size=20, n_chains=10, ais_betas=20, ais_runs=4),
+                TopDownVAE: dict(latent_sizes=(2, 1), width=8, n_iter=1, batch_size=20, n_importance_samples=8),
+                HierarchicalVAE: dict(latent_sizes=(2, 1), hidden_layer_sizes=((8,), (4,)), n_iter=1, batch_size=20,
+                                      n_importance_samples=8),
                 VAE: dict(n_components=2, hidden_layer_sizes=(8,), n_iter=1, batch_size=20, n_importance_samples=8),
                 GAN: dict(n_components=4, hidden_layer_sizes=(8,), width=4, n_iter=1, batch_size=20)}
     base = next(c for c in settings if issubclass(cls, c))
     return cls(**settings[base])
 
 
-@parametrize_with_checks([small(BernoulliRBM), small(VAE), small(GAN)], expected_failed_checks=domain_failures,
+@parametrize_with_checks([small(BernoulliRBM), small(VAE), small(HierarchicalVAE), small(TopDownVAE), small(GAN)],
+                         expected_failed_checks=domain_failures,
                          xfail_strict=True)
 def test_sklearn_checks(estimator, check):
     """Every check of sklearn's check_estimator passes, except those whose data lie outside [0, 1]:
@@ -288,11 +292,20 @@ class SquashedVAE(Squashed, VAE):
     pass
 
 
+class SquashedHierarchicalVAE(Squashed, HierarchicalVAE):
+    pass
+
+
+class SquashedTopDownVAE(Squashed, TopDownVAE):
+    pass
+
+
 class SquashedGAN(Squashed, GAN):
     pass
 
 
-@parametrize_with_checks([small(SquashedRBM), small(SquashedVAE), small(SquashedGAN)])
+@parametrize_with_checks([small(SquashedRBM), small(SquashedVAE), small(SquashedHierarchicalVAE),
+                          small(SquashedTopDownVAE), small(SquashedGAN)])
 def test_sklearn_checks_in_domain(estimator, check):
     """Every check passes once its data are squashed into [0, 1]: the declared failures above are the
     out-of-domain data alone (the VAE's score_samples uses common random numbers across rows, so a
@@ -300,9 +313,11 @@ def test_sklearn_checks_in_domain(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("cls", [BernoulliRBM, VAE, GAN])
+@pytest.mark.parametrize("cls", [BernoulliRBM, VAE, HierarchicalVAE, TopDownVAE, GAN])
 def test_clone_get_params_and_pickle_round_trip(grey, cls):
-    estimator = small(cls).set_params(random_state=np.int64(4), n_components=np.int64(2))
+    estimator = small(cls).set_params(random_state=np.int64(4))
+    if "n_components" in estimator.get_params():
+        estimator.set_params(n_components=np.int64(2))
     copy = clone(estimator)
     assert copy.get_params() == estimator.get_params() and copy is not estimator
     assert repr(copy) == repr(estimator)
@@ -410,3 +425,17 @@ def test_gan_image_shape_and_no_likelihood(grey):
         flat.score_samples(grey[:5, :10])
     with pytest.raises(NotFittedError):
         GAN().sample(3)
+
+
+@pytest.mark.parametrize("cls", [HierarchicalVAE, TopDownVAE])
+def test_hierarchical_estimators_transform_to_all_layers_and_score_with_the_whole_chain(grey, cls):
+    estimator = small(cls).set_params(n_iter=3, n_importance_samples=50, random_state=0).fit(grey[:300])
+    z = estimator.transform(grey[:10])
+    assert z.shape == (10, 3) and estimator.inverse_transform(z).shape == (10, grey.shape[1])
+    assert estimator.get_feature_names_out()[0] == f"{cls.__name__.lower()}0"
+    scores = estimator.score_samples(grey[:20])
+    assert scores.shape == (20,) and np.all(np.isfinite(scores))
+    np.testing.assert_allclose(estimator.score_samples(grey[3:4]), scores[3:4], rtol=1e-5)  # common random numbers
+    assert estimator.score(grey[:20]) == pytest.approx(scores.mean())
+    with pytest.raises(ValueError, match="latent_sizes"):
+        cls(latent_sizes=(2, 0)).fit(grey[:50])

@@ -1,6 +1,7 @@
-"""The hierarchical VAE (L stochastic layers, bottom-up inference): its log weights are those of one joint
-q(z|x) and p(z), its KL splits into the layers' rates, and a linear-Gaussian special case has the exact
-log p(x) of the equivalent linear-Gaussian model."""
+"""The hierarchical VAEs (L stochastic layers with bottom-up inference; the top-down hierarchy): their log
+weights are those of one joint q(z|x) and p(z), their KL splits into the layers' rates, and a linear-
+Gaussian special case of the two-layer model has the exact log p(x) of the equivalent linear-Gaussian
+model."""
 
 import json
 
@@ -12,20 +13,29 @@ from conftest import tiny_run
 from vaekit import config as configlib
 from vaekit.cli import main
 from vaekit.models.hvae import HierarchicalVAE
+from vaekit.models.topdown import TopDownVAE
+from vaekit.models.vae import LatentVariableBase
 from vaekit.objectives import iwae_bound
 from vaekit.train import Trainer
 
 
-def model_and_data(likelihood="bernoulli", seed=0):
+MODELS = {
+    "bottom-up": lambda likelihood: HierarchicalVAE(12, [[16], [8], [6]], [5, 3, 2], likelihood=likelihood),
+    "top-down": lambda likelihood: TopDownVAE(12, [5, 3, 2], width=16, depth=1, likelihood=likelihood),
+}
+
+
+def model_and_data(likelihood="bernoulli", seed=0, kind="bottom-up"):
     torch.manual_seed(seed)
-    model = HierarchicalVAE(12, [[16], [8], [6]], [5, 3, 2], likelihood=likelihood).double()
+    model = MODELS[kind](likelihood).double()
     x = (torch.rand(40, 12, dtype=torch.float64) < 0.4).double()
     return model, x
 
 
+@pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
-def test_log_weights_are_k_by_b_and_the_bounds_are_ordered(likelihood):
-    model, x = model_and_data(likelihood)
+def test_log_weights_are_k_by_b_and_the_bounds_are_ordered(likelihood, kind):
+    model, x = model_and_data(likelihood, kind=kind)
     assert model.log_weights(x, 7).shape == (7, 40)
     with torch.no_grad():
         elbo = model.elbo(x, 4000).mean()  # = IWAE_1 in expectation
@@ -34,8 +44,9 @@ def test_log_weights_are_k_by_b_and_the_bounds_are_ordered(likelihood):
     assert bounds[0] < bounds[1] < bounds[2]
 
 
-def test_the_layers_kl_terms_sum_to_the_joint_kl_by_monte_carlo():
-    model, x = model_and_data()
+@pytest.mark.parametrize("kind", MODELS)
+def test_the_layers_kl_terms_sum_to_the_joint_kl_by_monte_carlo(kind):
+    model, x = model_and_data(kind=kind)
     with torch.no_grad():
         _, kls = model.kl_terms(x, 4000)
         q, p = model.posterior(x), model.prior()
@@ -78,15 +89,18 @@ def test_a_linear_gaussian_special_case_has_the_exact_log_likelihood():
     assert torch.allclose(estimate, exact.log_prob(x).detach(), atol=0.05)
 
 
-def test_the_preset_trains_evaluates_and_draws_through_the_cli(tmp_path):
+@pytest.mark.parametrize("family, preset", [("hvae", "burda2"), ("topdown", "ladder")])
+def test_the_preset_trains_evaluates_and_draws_through_the_cli(tmp_path, family, preset):
     out = tmp_path / "run"
-    assert main(["run", "--model", "hvae", "--preset", "burda2", "--data", "digits", "--epochs", "2",
+    assert main(["run", "--model", family, "--preset", preset, "--data", "digits", "--epochs", "2",
                  "--set", "eval.num_samples=50", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
     record = json.loads((out / "eval.json").read_text())
     assert record["results"]["kl"]["side"] == "estimate"  # Monte Carlo: no closed form for the chain
     assert record["results"]["elbo"]["value"] <= -record["results"]["nll"]["value"] + 1.0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"test/kl_1", "test/kl_2"} <= set(rows[-1])
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--set", "train.kl_warmup_steps=30",
+                 "--no-progress"]) == 2  # a KL warm-up changes what is optimised: another run
     assert (out / "pictures" / "samples.png").is_file()
     assert main(["evaluate", str(out), "--gap", "--gap-examples", "50", "--no-progress"]) == 0
     gap = json.loads((out / "gap.json").read_text())
@@ -95,10 +109,14 @@ def test_the_preset_trains_evaluates_and_draws_through_the_cli(tmp_path):
     assert gap["gap"]["mean"] > 0 and "amortisation_gap" not in gap  # q is a chain: no per-point q* of its family
 
 
-def test_resume_is_bit_exact(tmp_path):
-    values = tiny_run(tmp_path, train={"epochs": 3, "lr_schedule": "constant"})  # the cut run's plan: 2 epochs
+@pytest.mark.parametrize("family, settings", [("hvae", {"latents": [4, 2], "hidden": [[16], [8]]}),
+                                              ("topdown", {"latents": [4, 2], "width": 16})])
+def test_resume_is_bit_exact(tmp_path, family, settings):
+    # a KL warm-up and free bits too: the warm-up's weight is a function of the step alone
+    values = tiny_run(tmp_path, train={"epochs": 3, "lr_schedule": "constant", "kl_warmup_steps": 40,
+                                       "free_bits": 0.1})  # the cut run's plan: 2 epochs
     del values["vae"]
-    values.update(model={"name": "hvae"}, hvae={"latents": [4, 2], "hidden": [[16], [8]]})
+    values.update(model={"name": family}, **{family: settings})
     full = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "full")}))
     full.fit()
     cut = Trainer(configlib.from_dict({**values, "out": str(tmp_path / "cut"), "train": {**values["train"], "epochs": 2}}))
@@ -109,9 +127,34 @@ def test_resume_is_bit_exact(tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
-def test_the_log_density_of_a_draw_is_the_same_from_its_kept_conditionals_and_recomputed():
-    model, x = model_and_data()
+@pytest.mark.parametrize("kind", MODELS)
+def test_the_log_density_of_a_draw_is_the_same_from_its_kept_conditionals_and_recomputed(kind):
+    model, x = model_and_data(kind=kind)
     for chain, shape in ((model.posterior(x), (3,)), (model.prior(), (3, 40))):
         z = chain.rsample(shape)
         kept, recomputed = chain.log_prob(z), chain.log_prob(z.clone())  # a clone is another tensor
         assert kept.shape == (3, 40) and torch.allclose(kept, recomputed)
+
+
+def test_the_top_down_pass_gives_the_log_weights_of_its_distributions():
+    """TopDownVAE.log_weights takes one joint pass; the definition through q = posterior(x), p = prior()
+    and the likelihood, each walking the top-down path on its own, must give the same numbers from the
+    same draws."""
+    model, x = model_and_data(kind="top-down")
+    torch.manual_seed(1)
+    one_pass = model.log_weights(x, 6)
+    torch.manual_seed(1)
+    by_definition = LatentVariableBase.log_weights(model, x, 6)
+    assert one_pass.shape == (6, 40) and torch.allclose(one_pass, by_definition)
+    z = model.prior().sample((5,))  # the prior's draws decode through the same path
+    assert z.shape == (5, 10) and model.likelihood(z).mean.shape == (5, 12)
+
+
+def test_a_top_down_posterior_starts_as_its_prior_plus_a_learned_correction():
+    model, x = model_and_data(kind="top-down")
+    for group in model.groups:
+        torch.nn.init.zeros_(group.delta[-1].weight)
+        torch.nn.init.zeros_(group.delta[-1].bias)
+    with torch.no_grad():
+        _, kls = model.kl_terms(x, 3)
+    assert all(torch.allclose(k, torch.zeros_like(k)) for k in kls)  # q = p exactly: no rate

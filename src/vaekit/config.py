@@ -59,6 +59,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty on weight matrices (biases are not decayed)
     num_samples: int = 1  # importance samples per example in the objective (latent-variable models)
     gradient: str = "reparam"  # iwae: reparam (Burda et al.'s estimator) | dreg (doubly reparameterised)
+    kl_warmup_steps: int = 0  # elbo: the KL's weight rises linearly from 0 to 1 over these steps
+    free_bits: float = 0.0  # elbo: nats per latent group (layer) under which its KL is not pushed down
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # 0 = torch's default
@@ -77,6 +79,7 @@ class EvalConfig:
     elbo_samples: int = 10  # samples for the reconstruction term of the test ELBO
     monitor_samples: int = 100  # each epoch: IWAE bound with this K on held-out data (0: off)
     monitor_examples: int = 1000  # ... on this many held-out examples
+    monitor_every: int = 1  # epochs between held-out monitors (the last epoch is always monitored)
     ais_betas: int = 10000  # inverse temperatures of annealed importance sampling (the RBM's log Z)
     ais_runs: int = 100  # forward AIS runs
     raise_examples: int = 500  # test points scored by RAISE, the conservative side of the bracket (0: off)
@@ -359,7 +362,14 @@ def validate(config: RunConfig) -> RunConfig:
     if t.gradient == "dreg" and t.objective != "iwae":
         raise ConfigError(f"train.gradient: 'dreg' is a gradient of the IWAE bound; train.objective is {t.objective!r}")
     check_choice(t.optimizer, ("adam", "sgd"), "train.optimizer")
+    if not (0 <= t.free_bits < math.inf and t.kl_warmup_steps >= 0):
+        raise ConfigError(f"train.free_bits and train.kl_warmup_steps: expected finite numbers >= 0, got "
+                          f"{t.free_bits!r} and {t.kl_warmup_steps!r}")
+    if (t.free_bits or t.kl_warmup_steps) and t.objective != "elbo":
+        raise ConfigError(f"train.free_bits and train.kl_warmup_steps weight the ELBO's KL terms; train.objective "
+                          f"is {t.objective!r} (set them to 0, or use objective 'elbo')")
     check_positive(t, "train", ("epochs", "batch_size", "lr", "num_samples", "checkpoint_every"))
+    check_positive(e, "eval", ("monitor_every",))
     check_positive(e, "eval", ("num_samples", "batch_size", "chunk_size", "elbo_samples", "ais_runs",
                                "iwae_samples", "quality_samples", "decoder_ais_steps", "decoder_ais_chains",
                                "decoder_ais_examples", "hmc_leapfrog", "hmc_step_size", "observation_scales",

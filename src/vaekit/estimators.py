@@ -43,6 +43,7 @@ from . import config as configlib
 from .annealing import EXACT_UNITS, best_log_partition, log_partition
 from .data import ImageSet
 from .objectives import log_importance_weights, log_mean_exp_chunks
+from .models.hvae import reparameterised
 from .models.rbm import base_rate_bias
 from .runs import Splits, as_image_set, configure_process, resolve_device, seeded_stream
 from .train import Trainer
@@ -146,10 +147,14 @@ class GenerativeEstimator(BaseEstimator):
         data = self._image_set(_dense(X), resolve_device(cfg.train.device))
         self.trainer_ = Trainer(cfg, data=Splits(data, None, None), save=False)
         # every estimator's n_components is the width of its transform (hidden units, latent dimensions)
-        self._dtype, self._n_features_out = X.dtype, int(self.n_components)
+        self._dtype, self._n_features_out = X.dtype, self._width()
         self._rng = self._seeded_rng(cfg.train.seed)
         self._changed()
         return data.x
+
+    def _width(self) -> int:
+        """The width of transform (hidden units, latent dimensions): n_components."""
+        return int(self.n_components)
 
     def _seeded_rng(self, seed: int) -> list[torch.Tensor]:
         """The random state of torch's generators on the CPU and the model's device, seeded."""
@@ -397,9 +402,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, GenerativeEstimator
         (Bernoulli: pixel probabilities; dtypes as transform's)."""
         check_is_fitted(self)
         Z = check_array(X, dtype=FLOATS, input_name="X")
-        if Z.shape[1] != self.n_components:
-            raise ValueError(f"X has {Z.shape[1]} features, but VAE.inverse_transform is expecting "
-                             f"{self.n_components} latent dimensions (n_components) as input")
+        if Z.shape[1] != self._width():
+            raise ValueError(f"X has {Z.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
+                             f"{self._width()} latent dimensions as input")
         return self._numpy(torch.cat([self.model_.decode_mean(z) for z in self._rows(Z)]), like=Z)
 
     def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
@@ -430,7 +435,69 @@ def _common_noise_log_px(model, x: torch.Tensor, noise: torch.Tensor, chunk_size
     numbers), so a row's estimate depends on that row alone, not on the rows scored beside it."""
     q = model.posterior(x)
     return log_mean_exp_chunks(log_importance_weights(x, q, model.prior(), model.likelihood, len(eps),
-                                                      z=q.mean + q.stddev * eps) for eps in noise.split(chunk_size))
+                                                      z=reparameterised(q, eps)) for eps in noise.split(chunk_size))
+
+
+class HierarchicalVAE(VAE):
+    """VAE with L stochastic layers and bottom-up inference (vaekit.models.HierarchicalVAE, Burda et al.
+    2016): q(z_1|x) q(z_2|z_1) ..., p(z_L) ... p(z_1|z_2) p(x|z_1), trained by Adam on the ELBO.
+
+    latent_sizes: [L_1, ..., L_L] from the data up; hidden_layer_sizes: one sequence of hidden sizes per
+    stochastic layer (between it and the one below; p mirrors q); the other parameters, the fitted
+    attributes and the methods as VAE's. transform gives q's ancestral means [n, sum(latent_sizes)];
+    inverse_transform decodes [n, sum(latent_sizes)]; score_samples uses the whole chain q(z|x)
+    as the proposal.
+    """
+
+    family = "hvae"
+    parameters = {"hvae.latents": "latent_sizes", "hvae.hidden": "hidden_layer_sizes",
+                  "hvae.activation": "activation", "hvae.likelihood": "likelihood",
+                  "eval.num_samples": "n_importance_samples"}
+
+    def __init__(self, latent_sizes=(100, 50), *, hidden_layer_sizes=((200, 200), (100, 100)), activation: str = "tanh",
+                 likelihood: str = "bernoulli", learning_rate: float = 1e-3, batch_size: int = 100, n_iter: int = 10,
+                 n_importance_samples: int = 5000, device: str = "cpu", random_state=None, verbose: int = 0):
+        self.latent_sizes, self.hidden_layer_sizes, self.activation = latent_sizes, hidden_layer_sizes, activation
+        self.likelihood, self.learning_rate, self.batch_size, self.n_iter = likelihood, learning_rate, batch_size, n_iter
+        self.n_importance_samples, self.device, self.random_state = n_importance_samples, device, random_state
+        self.verbose = verbose
+
+    def _width(self) -> int:
+        """The width of transform: all latent layers side by side."""
+        return int(sum(_sizes(self.latent_sizes)))
+
+    def _sections(self) -> dict:
+        return {"hvae": {"latents": _sizes(self.latent_sizes), "hidden": [_sizes(h) for h in self.hidden_layer_sizes],
+                         "activation": self.activation, "likelihood": self.likelihood},
+                "train": {"optimizer": "adam"}, "eval": {"num_samples": self.n_importance_samples}}
+
+
+class TopDownVAE(HierarchicalVAE):
+    """Top-down hierarchical VAE (vaekit.models.TopDownVAE: Ladder VAE / NVAE-style, residual posteriors)
+    trained by Adam on the ELBO.
+
+    latent_sizes: latent groups [L_1, ..., L_L] from the data up; width: of every deterministic layer;
+    depth: residual cells per group on each path; the other parameters, the fitted attributes and the
+    methods as HierarchicalVAE's.
+    """
+
+    family = "topdown"
+    parameters = {"topdown.latents": "latent_sizes", "topdown.width": "width", "topdown.depth": "depth",
+                  "topdown.activation": "activation", "topdown.likelihood": "likelihood",
+                  "eval.num_samples": "n_importance_samples"}
+
+    def __init__(self, latent_sizes=(32, 16, 8), *, width: int = 256, depth: int = 1, activation: str = "elu",
+                 likelihood: str = "bernoulli", learning_rate: float = 1e-3, batch_size: int = 100, n_iter: int = 10,
+                 n_importance_samples: int = 5000, device: str = "cpu", random_state=None, verbose: int = 0):
+        self.latent_sizes, self.width, self.depth, self.activation = latent_sizes, width, depth, activation
+        self.likelihood, self.learning_rate, self.batch_size, self.n_iter = likelihood, learning_rate, batch_size, n_iter
+        self.n_importance_samples, self.device, self.random_state = n_importance_samples, device, random_state
+        self.verbose = verbose
+
+    def _sections(self) -> dict:
+        return {"topdown": {"latents": _sizes(self.latent_sizes), "width": self.width, "depth": self.depth,
+                            "activation": self.activation, "likelihood": self.likelihood},
+                "train": {"optimizer": "adam"}, "eval": {"num_samples": self.n_importance_samples}}
 
 
 class GAN(GenerativeEstimator):

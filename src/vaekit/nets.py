@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from numbers import Integral
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
@@ -93,15 +94,37 @@ def spectral_normalize(net: nn.Module) -> nn.Module:
     return net
 
 
+class ResidualConv(nn.Module):
+    """x + conv(act(conv(act(x)))), two 3x3 convolutions that keep channels and size (He et al. 2016's
+    pre-activation block). The second starts scaled by 0.1, so that added blocks start near the
+    identity and leave the DCGAN network they extend as it was."""
+
+    def __init__(self, channels: int, activation: type[nn.Module]):
+        super().__init__()
+        self.body = nn.Sequential(activation(), nn.Conv2d(channels, channels, 3, padding=1), activation(),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+        self.body.apply(dcgan_init)
+        with torch.no_grad():
+            self.body[-1].weight.mul_(0.1)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def residual_convs(channels: int, blocks: int, activation: type[nn.Module]) -> list[nn.Module]:
+    return [ResidualConv(channels, activation) for _ in range(blocks)]
+
+
 class ConvGenerator(nn.Sequential):
     """DCGAN generator (Radford et al. 2016): z [B, L] -> logits [B, C, H, W], no output activation.
 
     A Linear layer maps z to [w 2^(n-1), H / 2^n, W / 2^n] (n = conv_stages(H, W)), then n transposed
     convolutions (kernel 4, stride 2, padding 1) double the sides and halve the channels, the last one to
-    C image channels; BatchNorm + ReLU after every layer but the last.
+    C image channels; BatchNorm + ReLU after every layer but the last, then `blocks` residual blocks
+    (ResidualConv) at every resolution but the image's.
     """
 
-    def __init__(self, latent: int, image_shape, width: int = 64):
+    def __init__(self, latent: int, image_shape, width: int = 64, blocks: int = 0):
         channels, height, image_width = _image_shape(image_shape)
         _positive("latent", latent)
         _positive("width", width)
@@ -113,12 +136,15 @@ class ConvGenerator(nn.Sequential):
         for i in range(n):
             n_in, last = base[0] // 2 ** i, i == n - 1
             n_out = channels if last else n_in // 2
+            layers += residual_convs(n_in, blocks, nn.ReLU)
             layers.append(nn.ConvTranspose2d(n_in, n_out, KERNEL, STRIDE, PADDING, bias=last))
             if not last:
                 layers += [nn.BatchNorm2d(n_out), nn.ReLU()]
+        for layer in layers:  # the residual blocks keep their own start
+            if not isinstance(layer, ResidualConv):
+                layer.apply(dcgan_init)
         super().__init__(*layers)
         self.latent, self.image_shape = latent, (channels, height, image_width)
-        self.apply(dcgan_init)
 
 
 class ConvDiscriminator(nn.Sequential):
@@ -128,10 +154,12 @@ class ConvDiscriminator(nn.Sequential):
     channels (w, 2w, ..., w 2^(n-1)), each followed by LeakyReLU(0.2), with BatchNorm before it on all
     stages but the first; a Linear layer maps the flattened features to out_features. With
     spectral_norm every Conv2d and Linear is spectrally normalised (Miyato et al. 2018) and there is no
-    BatchNorm: the Lipschitz bound holds per example, which batch statistics would break.
+    BatchNorm: the Lipschitz bound holds per example, which batch statistics would break. `blocks`
+    residual blocks (ResidualConv) follow every stage.
     """
 
-    def __init__(self, image_shape, width: int = 64, spectral_norm: bool = False, out_features: int = 1):
+    def __init__(self, image_shape, width: int = 64, spectral_norm: bool = False, out_features: int = 1,
+                 blocks: int = 0):
         channels, height, image_width = _image_shape(image_shape)
         _positive("width", width)
         _positive("out_features", out_features)
@@ -143,9 +171,13 @@ class ConvDiscriminator(nn.Sequential):
             layers.append(nn.Conv2d(n_in, n_out, KERNEL, STRIDE, PADDING, bias=not batch_norm))
             layers += [nn.BatchNorm2d(n_out)] if batch_norm else []
             layers.append(LeakyReLU())
+            layers += residual_convs(n_out, blocks, LeakyReLU)
         features = width * 2 ** (n - 1) * (height // 2 ** n) * (image_width // 2 ** n)
-        super().__init__(*layers, nn.Flatten(), nn.Linear(features, out_features))
+        layers += [nn.Flatten(), nn.Linear(features, out_features)]
+        for layer in layers:  # the residual blocks keep their own start
+            if not isinstance(layer, ResidualConv):
+                layer.apply(dcgan_init)
+        super().__init__(*layers)
         self.image_shape = (channels, height, image_width)
-        self.apply(dcgan_init)
         if spectral_norm:
             spectral_normalize(self)

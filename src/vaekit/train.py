@@ -69,10 +69,11 @@ def minimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, name: str = "
 
 
 def ascend(state: StepState, objective: Callable, x: torch.Tensor, name: str,
-           precondition: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
-    """The single-loss step: maximise the per-example objective(model, x, cfg) [B] by one step of the
-    model's optimizer; the logged metric is the objective itself (a bound, log p, ...), not its negative."""
-    value = state.maybe_compile(objective)(state.model, x, state.cfg)
+           precondition: Callable[[], None] | None = None, args: tuple = ()) -> dict[str, torch.Tensor]:
+    """The single-loss step: maximise the per-example objective(model, x, cfg, *args) [B] by one step of
+    the model's optimizer; the logged metric is the objective itself (a bound, log p, ...), not its
+    negative. args: tensors that change from step to step (a compiled objective is not recompiled)."""
+    value = state.maybe_compile(objective)(state.model, x, state.cfg, *args)
     minimise(-value.mean(), state.optimizers["model"], f"train/{name}", precondition)
     return {name: value.detach().mean()}
 
@@ -364,7 +365,9 @@ class Trainer:
         while self.epoch < t.epochs:
             lr = self.lr()
             row = self.train_epoch()
-            row.update(self.held_out_row())
+            out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes
+            if (self.epoch + 1) % self.cfg.eval.monitor_every == 0 or self.epoch + 1 == t.epochs or out_of_time:
+                row.update(self.held_out_row())
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "lr": lr, **row,
                    "hardware": hardware_text(self.device)}
@@ -378,7 +381,6 @@ class Trainer:
                 raise TrainingDiverged(f"non-finite {', '.join(broken)} at epoch {self.epoch}{self._last_good()}")
             if self.family.epoch_end is not None:
                 self.family.epoch_end(self)
-            out_of_time = t.time_limit_minutes > 0 and time.perf_counter() - start > 60 * t.time_limit_minutes
             if self.save and (self.epoch % t.checkpoint_every == 0 or self.epoch == t.epochs or out_of_time):
                 self.save_checkpoint()
             if out_of_time:

@@ -22,7 +22,8 @@ from ..data import DataSpec
 
 # name -> module defining FAMILY; imported on first use, so `vaekit --help` loads no model code
 BUILTIN = {"vae": "vaekit.families.vae", "linear": "vaekit.families.linear", "rbm": "vaekit.families.rbm",
-           "gan": "vaekit.families.gan", "hvae": "vaekit.families.hvae"}
+           "gan": "vaekit.families.gan", "hvae": "vaekit.families.hvae",
+           "topdown": "vaekit.families.topdown"}
 ENTRY_POINT_GROUP = "vaekit.families"
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, check_choice, check_positive
+from ..config import ConfigError
 from ..models.hvae import HierarchicalVAE
-from ..nets import ACTIVATIONS
 from . import Family, latent
 
 
@@ -17,13 +16,11 @@ class HVAEConfig:
     latents: list[int] = field(default_factory=lambda: [100, 50])  # latent sizes, from the data up
     hidden: list[list[int]] = field(default_factory=lambda: [[200, 200], [100, 100]])  # per stochastic layer
     activation: str = "tanh"
-    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    likelihood: str = "bernoulli"  # bernoulli | gaussian | logistic (256 grey levels)
     min_scale: float = 1e-3  # floor on every Gaussian scale
 
     def validate(self) -> None:
-        check_choice(self.likelihood, ("bernoulli", "gaussian"), "hvae.likelihood")
-        check_choice(self.activation, ACTIVATIONS, "hvae.activation")
-        check_positive(self, "hvae", ("latents", "min_scale"))
+        latent.check_section(self, "hvae", ("latents",))
         if len(self.hidden) != len(self.latents):
             raise ConfigError(f"hvae.hidden: expected one list of hidden sizes per stochastic layer "
                               f"({len(self.latents)}, as hvae.latents {self.latents}), got {self.hidden}")

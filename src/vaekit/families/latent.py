@@ -7,11 +7,22 @@ import torch
 from torch.distributions import Independent, Normal
 
 from .. import pictures
+from ..config import check_choice, check_positive
 from ..evaluate import evaluate
 from ..gap import ACTIVE_UNIT_THRESHOLD
+from ..models.vae import LIKELIHOODS
+from ..nets import ACTIVATIONS
 from ..objectives import iwae_bound, iwae_dreg
 from ..protocols import ExactDensity, LayeredLatents
 from ..train import StepState, ascend
+
+
+def check_section(section, prefix: str, positive: tuple[str, ...]) -> None:
+    """What every latent-variable family's section checks: its likelihood and activation are known, the
+    named sizes (and min_scale) positive."""
+    check_choice(section.likelihood, LIKELIHOODS, f"{prefix}.likelihood")
+    check_choice(section.activation, ACTIVATIONS, f"{prefix}.activation")
+    check_positive(section, prefix, (*positive, "min_scale"))
 
 
 def bound(model, x: torch.Tensor, cfg) -> torch.Tensor:
@@ -28,9 +39,27 @@ def bound(model, x: torch.Tensor, cfg) -> torch.Tensor:
     return model.elbo(x, cfg.train.num_samples)
 
 
+def annealed_elbo(model, x: torch.Tensor, cfg, beta: torch.Tensor) -> torch.Tensor:
+    """The ELBO [B], with the gradient of E_q[log p(x|z)] - beta * sum_l max(lambda, KL_l): the KL
+    weight beta warms up from 0 to 1 (Bowman et al. 2016; Sonderby et al. 2016), and a latent group
+    (a layer) whose batch-mean KL_l is under lambda = train.free_bits nats is not pushed further down
+    (free bits, Kingma et al. 2016, eq. 15). The value is the bound itself, beta = 1, no floor."""
+    reconstruction, kls = model.kl_terms(x, cfg.train.num_samples) if isinstance(model, LayeredLatents) \
+        else model.elbo_terms(x, cfg.train.num_samples)
+    kls = kls if isinstance(kls, list) else [kls]
+    bits = cfg.train.free_bits
+    pushed = sum(torch.where(kl.mean() > bits, kl, kl.detach()) if bits else kl for kl in kls)
+    surrogate = reconstruction - beta * pushed
+    return (reconstruction - sum(kls)).detach() + surrogate - surrogate.detach()
+
+
 def step(state: StepState, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """One Adam step up the bound; logged as train/elbo or train/iwae."""
-    return ascend(state, bound, x, state.cfg.train.objective)
+    t = state.cfg.train
+    if t.kl_warmup_steps or t.free_bits:
+        beta = min(1.0, (state.step + 1) / t.kl_warmup_steps) if t.kl_warmup_steps else 1.0
+        return ascend(state, annealed_elbo, x, "elbo", args=(torch.tensor(beta, device=x.device),))
+    return ascend(state, bound, x, t.objective)
 
 
 @torch.no_grad()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, check_choice, check_positive
+from ..config import ConfigError, check_choice
 from ..models.vae import ARCHITECTURES, VAE
-from ..nets import ACTIVATIONS, conv_stages
+from ..nets import conv_stages
 from . import Family, latent
 
 
@@ -16,16 +16,18 @@ class VAEConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     latent: int = 2  # latent dimension
     activation: str = "tanh"
-    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    likelihood: str = "bernoulli"  # bernoulli | gaussian | logistic (256 grey levels)
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
     architecture: str = "mlp"  # mlp (hidden, activation) | conv (the GAN family's DCGAN networks, for images)
     width: int = 32  # conv: channels of the first stage (as gan.width: the same decoder as such a GAN)
+    blocks: int = 0  # conv: residual blocks (two 3x3 convolutions) at each resolution of encoder and decoder
 
     def validate(self) -> None:
-        check_choice(self.likelihood, ("bernoulli", "gaussian"), "vae.likelihood")
-        check_choice(self.activation, ACTIVATIONS, "vae.activation")
+        latent.check_section(self, "vae", ("hidden", "latent", "width"))
         check_choice(self.architecture, ARCHITECTURES, "vae.architecture")
-        check_positive(self, "vae", ("hidden", "latent", "min_scale", "width"))
+        if self.blocks < 0 or (self.blocks and self.architecture != "conv"):
+            raise ConfigError(f"vae.blocks: expected residual blocks >= 0, with architecture 'conv' (an MLP has none); "
+                              f"got {self.blocks} with {self.architecture!r}")
 
 
 PRESETS = {
@@ -35,6 +37,8 @@ PRESETS = {
     "burda": {"hidden": [200, 200], "latent": 50, "activation": "tanh"},
     # the decoder of bench/configs/mnist_dcgan.toml's GAN (a DCGAN generator of width 32), with its encoder
     "dcgan": {"architecture": "conv", "width": 32, "latent": 64},
+    # the same with a residual block at each resolution of encoder and decoder
+    "resconv": {"architecture": "conv", "width": 32, "latent": 64, "blocks": 1},
 }
 
 
@@ -45,11 +49,11 @@ def build(c: VAEConfig, spec) -> VAE:
         except ValueError as error:
             raise ConfigError(f"vae.architecture: 'conv' needs image data; {error}") from None
     return VAE(spec.num_dims, list(c.hidden), c.latent, c.activation, c.likelihood, c.min_scale,
-               c.architecture, spec.image_shape, c.width)
+               c.architecture, spec.image_shape, c.width, c.blocks)
 
 
 FAMILY = Family(
-    name="vae", help="variational autoencoder (MLPs or DCGAN convolutions; presets examples, burda, dcgan)",
+    name="vae", help="variational autoencoder (MLPs or DCGAN convolutions; presets examples, burda, dcgan, resconv)",
     config=VAEConfig, build=build,
     step=latent.step, evaluate=latent.evaluate_test, monitor=latent.monitor, pictures=latent.PICTURES,
     binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS)

@@ -3,8 +3,10 @@ evaluation (their families in vaekit.families say how those are done)."""
 
 from __future__ import annotations
 
+from .hvae import HierarchicalVAE
 from .linear import LinearGaussian
 from .rbm import RBM
+from .topdown import TopDownVAE
 from .vae import VAE
 
-__all__ = ["VAE", "LinearGaussian", "RBM"]
+__all__ = ["VAE", "HierarchicalVAE", "TopDownVAE", "LinearGaussian", "RBM"]

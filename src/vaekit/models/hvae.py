@@ -22,19 +22,29 @@ from ..nets import mlp
 from .vae import LatentVariableBase, diagonal_normal
 
 
+Step = Callable[[torch.Tensor, object], tuple[Distribution, object]]  # (u_l, state) -> (law of u_{l+1}, state)
+
+
+def markov(layer: Callable[[torch.Tensor], Distribution]) -> Step:
+    """A step that looks at the previous draw alone (no carried state): u_{l+1} ~ layer(u_l)."""
+    return lambda u, state: (layer(u), state)
+
+
 class Chain(Distribution):
-    """A distribution over z = [z_1, ..., z_L] concatenated on the last dimension, as a Markov chain of
-    Distributions: u_1 ~ first, u_l ~ step[l-1](u_{l-1}), drawn in that order; `layout` says which z_l
-    each u is (the prior draws top-down, u_1 = z_L, and lays the draws out as [z_1, ..., z_L]).
-    log_prob(z) = log first(u_1) + sum_l log step[l-1](u_{l-1})(u_l), over one event [..., sum L_l]."""
+    """A distribution over z = [z_1, ..., z_L] concatenated on the last dimension, drawn in order:
+    u_1 ~ first, then (law_l, state) = step[l-1](u_{l-1}, state) and u_l ~ law_l. The state carries what
+    a step needs of the draws before the last (the top-down VAE's deterministic path: u_l then depends
+    on all earlier draws); `markov` steps ignore it. `layout` says which z_l each u is (top_down: u_1 =
+    z_L, laid out as [z_1, ..., z_L]).
+    log_prob(z) = log first(u_1) + sum_l log law_l(u_l), over one event [..., sum L_l]."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, first: Distribution, steps: list[Callable[[torch.Tensor], Distribution]],
-                 sizes: list[int], top_down: bool = False):
-        self.first, self.steps, self.sizes, self.top_down = first, steps, list(sizes), top_down
+    def __init__(self, first: Distribution, steps: list[Step], sizes: list[int], top_down: bool = False,
+                 state: object = None):
+        self.first, self.steps, self.sizes, self.top_down, self.state = first, steps, list(sizes), top_down, state
         self._drawn: tuple[torch.Tensor, list[Distribution]] | None = None  # the last draw and its conditionals
         super().__init__(first.batch_shape, torch.Size([sum(sizes)]), validate_args=False)
 
@@ -45,13 +55,19 @@ class Chain(Distribution):
         parts = list(z.split(self.sizes, dim=-1))
         return parts[::-1] if self.top_down else parts
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        u = self.first.rsample(sample_shape)
-        draws, conditionals = [u], [self.first]
-        for step in self.steps:
-            conditionals.append(step(u))
-            u = conditionals[-1].rsample()
+    def _walk(self, u: torch.Tensor, pick: Callable[[Distribution], torch.Tensor],
+              given: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[Distribution]]:
+        """Draws and conditionals from u_1 on: each next u is pick(law) (a draw or a mean) or given."""
+        draws, conditionals, state = [u], [self.first], self.state
+        for l, step in enumerate(self.steps):
+            law, state = step(u, state)
+            u = pick(law) if given is None else given[l + 1]
             draws.append(u)
+            conditionals.append(law)
+        return draws, conditionals
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        draws, conditionals = self._walk(self.first.rsample(sample_shape), lambda law: law.rsample())
         z = self._lay_out(draws)
         # log_prob of this very draw (the log weights, the KL) reuses its conditionals: no second pass
         # through the step networks
@@ -62,27 +78,42 @@ class Chain(Distribution):
         with torch.no_grad():
             return self.rsample(sample_shape)
 
-    def log_prob_terms(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """log of each factor at z, in drawing order: [log first(u_1), log step_1(u_1)(u_2), ...]."""
-        u = self._draws(z)
+    def reparameterised(self, noise: torch.Tensor) -> torch.Tensor:
+        """The draw whose u_l = loc_l + scale_l * noise_l, for standard-normal noise [..., sum L_l] laid out
+        as z (the draw rsample makes from that noise; every conditional is a Gaussian). The same noise for
+        every row of a batch gives common random numbers: a row's draws do not depend on its neighbours."""
+        eps = iter(self._draws(noise))
+        first = self.first.mean + self.first.stddev * next(eps)
+        draws, conditionals = self._walk(first, lambda law: law.mean + law.stddev * next(eps))
+        z = self._lay_out(draws)
+        self._drawn = (z, conditionals)
+        return z
+
+    def conditionals(self, z: torch.Tensor) -> list[Distribution]:
+        """The law of each u_l given the draws before it, at z, in drawing order."""
         if self._drawn is not None and self._drawn[0] is z:
-            return [d.log_prob(part) for d, part in zip(self._drawn[1], u)]
-        return [self.first.log_prob(u[0])] + [step(prev).log_prob(cur) for step, prev, cur in
-                                               zip(self.steps, u[:-1], u[1:])]
+            return self._drawn[1]
+        u = self._draws(z)
+        return self._walk(u[0], None, given=u)[1]
+
+    def log_prob_terms(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """log of each factor at z, in drawing order: [log first(u_1), log law_1(u_2), ...]."""
+        return [law.log_prob(part) for law, part in zip(self.conditionals(z), self._draws(z))]
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return sum(self.log_prob_terms(z))
 
     @property
     def mean(self) -> torch.Tensor:
-        """Ancestral means: each conditional's mean at the mean of the one before (not E[z] for
+        """Ancestral means: each conditional's mean at the mean of the ones before (not E[z] for
         nonlinear conditionals; what reconstructions and interpolations decode)."""
-        u = self.first.mean
-        draws = [u]
-        for step in self.steps:
-            u = step(u).mean
-            draws.append(u)
-        return self._lay_out(draws)
+        return self._lay_out(self._walk(self.first.mean, lambda law: law.mean)[0])
+
+
+def reparameterised(q: Distribution, noise: torch.Tensor) -> torch.Tensor:
+    """A draw of q(z|x) from standard-normal noise [..., L]: loc + scale * noise for one diagonal Gaussian,
+    each layer's for a Chain of them."""
+    return q.reparameterised(noise) if isinstance(q, Chain) else q.mean + q.stddev * noise
 
 
 class GaussianLayer(nn.Module):
@@ -106,12 +137,10 @@ class HierarchicalVAE(LatentVariableBase):
     def __init__(self, data_dim: int, hidden: list[list[int]], latents: list[int], activation: str = "tanh",
                  likelihood: str = "bernoulli", min_scale: float = 1e-3):
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood: expected 'bernoulli' or 'gaussian', got {likelihood!r}")
         if len(hidden) != len(latents) or not latents:
             raise ValueError(f"hidden: expected one list of hidden sizes per stochastic layer ({len(latents)} "
                              f"for latents {latents}), got {hidden}")
-        self.data_dim, self.latents, self.likelihood_name = data_dim, list(latents), likelihood
+        self.data_dim, self.latents = data_dim, list(latents)
         self.latent = sum(latents)
         below = [data_dim, *latents[:-1]]
         self.up = nn.ModuleList(GaussianLayer(n, h, m, activation, min_scale)
@@ -120,20 +149,18 @@ class HierarchicalVAE(LatentVariableBase):
         self.down = nn.ModuleList(GaussianLayer(latents[l + 1], hidden[l + 1][::-1], latents[l], activation,
                                                 min_scale) for l in reversed(range(len(latents) - 1)))
         self.decoder = mlp([latents[0], *hidden[0][::-1], data_dim], activation)
-        self.min_scale = min_scale
-        if likelihood == "gaussian":
-            self.raw_scale = nn.Parameter(torch.full((data_dim,), 0.5413))  # softplus = 1
+        self.init_observation(likelihood, data_dim, min_scale)  # last: older checkpoints' parameter order
         self.register_buffer("prior_loc", torch.zeros(latents[-1]))
         self.register_buffer("prior_scale", torch.ones(latents[-1]))
 
     def prior(self) -> Distribution:
         """p(z) = p(z_L) prod_l p(z_l | z_{l+1}), p(z_L) = N(0, I); over [z_1, ..., z_L]."""
         top = diagonal_normal(self.prior_loc, self.prior_scale)
-        return Chain(top, list(self.down), self.latents, top_down=True)
+        return Chain(top, [markov(layer) for layer in self.down], self.latents, top_down=True)
 
     def posterior(self, x: torch.Tensor) -> Distribution:
         """q(z|x) = q(z_1|x) prod_l q(z_{l+1}|z_l); over [z_1, ..., z_L], batch [B]."""
-        return Chain(self.up[0](x), list(self.up[1:]), self.latents)
+        return Chain(self.up[0](x), [markov(layer) for layer in self.up[1:]], self.latents)
 
     def likelihood(self, z: torch.Tensor) -> Distribution:
         """p(x|z_1) for z = [z_1, ..., z_L] [..., sum L_l]: Bernoulli logits or a Gaussian, one event over D."""

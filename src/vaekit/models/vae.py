@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints, kl_divergence
 
 from ..nets import ConvDiscriminator, ConvGenerator, mlp
 from ..objectives import log_importance_weights
@@ -29,6 +29,52 @@ class BernoulliLogits(Bernoulli):
         return value * self.logits - F.softplus(self.logits)
 
 
+class DiscretizedLogistic(Distribution):
+    """A logistic of location loc and scale s discretised to the 256 grey levels x = k/255 of 8-bit
+    images (Salimans et al. 2017, eq. 2; Kingma et al. 2016): the mass of level x is the logistic's mass
+    on [x - 1/510, x + 1/510], the end levels taking the tails,
+
+        P(x) = sigmoid((x + 1/510 - loc) / s) - sigmoid((x - 1/510 - loc) / s),
+
+    per dimension (batch shape that of loc). log_prob is a log-probability (nats over 256 levels),
+    comparable with published bits/dim on 8-bit data."""
+
+    arg_constraints: dict = {}
+    support = constraints.unit_interval
+    LEVELS = 256
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        super().__init__(self.loc.shape, validate_args=False)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        half = 0.5 / (self.LEVELS - 1)
+        upper, lower = (x + half - self.loc) / self.scale, (x - half - self.loc) / self.scale
+        # log(sigmoid(a) - sigmoid(b)) without cancellation: by its mirror image where both are near 1
+        mirror = (upper + lower) > 0
+        a, b = torch.where(mirror, -lower, upper), torch.where(mirror, -upper, lower)
+        log_a = F.logsigmoid(a)
+        middle = log_a + torch.log(-torch.expm1(F.logsigmoid(b) - log_a).clamp(max=-1e-12))
+        return torch.where(x < half, F.logsigmoid(upper), torch.where(x > 1 - half, F.logsigmoid(-lower), middle))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """E[x] = (1/255) sum_{k=1}^{255} P(x >= k/255), exactly."""
+        levels = torch.arange(1, self.LEVELS, device=self.loc.device, dtype=self.loc.dtype) / (self.LEVELS - 1)
+        edges = levels - 0.5 / (self.LEVELS - 1)
+        return torch.sigmoid((self.loc.unsqueeze(-1) - edges) / self.scale.unsqueeze(-1)).mean(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """The logistic's inverse CDF at uniform draws, rounded to the nearest level."""
+        with torch.no_grad():
+            u = torch.rand(self._extended_shape(sample_shape), device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+            y = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))
+            return torch.round(y.clamp(0, 1) * (self.LEVELS - 1)) / (self.LEVELS - 1)
+
+
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
+
+
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
     """N(loc, diag scale^2) over the last dimension, as one event."""
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
@@ -37,10 +83,10 @@ def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
 class ImageEncoder(nn.Module):
     """x [B, D] -> [B, out]: the DCGAN discriminator's convolutions on x seen as images of image_shape."""
 
-    def __init__(self, image_shape, width: int, out_features: int):
+    def __init__(self, image_shape, width: int, out_features: int, blocks: int = 0):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        self.net = ConvDiscriminator(image_shape, width, out_features=out_features)
+        self.net = ConvDiscriminator(image_shape, width, out_features=out_features, blocks=blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.reshape(-1, *self.image_shape))
@@ -50,9 +96,9 @@ class ImageDecoder(nn.Module):
     """z [..., L] -> [..., D]: the DCGAN generator (the GAN family's), flattened; any leading dims
     (K importance samples of B examples) are folded into its batch."""
 
-    def __init__(self, latent: int, image_shape, width: int):
+    def __init__(self, latent: int, image_shape, width: int, blocks: int = 0):
         super().__init__()
-        self.net = ConvGenerator(latent, image_shape, width)
+        self.net = ConvGenerator(latent, image_shape, width, blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z.reshape(-1, z.shape[-1])).flatten(1).reshape(*z.shape[:-1], -1)
@@ -75,12 +121,25 @@ class LatentVariableBase(nn.Module):
         reconstruction, kl = self.elbo_terms(x, num_samples)
         return reconstruction - kl
 
+    def init_observation(self, likelihood: str, data_dim: int, min_scale: float) -> None:
+        """The output layer's setting: its name and, for a Gaussian or discretised logistic, a learned scale
+        per dimension (softplus(raw_scale) + min_scale, starting at ~1)."""
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood: expected one of {list(LIKELIHOODS)}, got {likelihood!r}")
+        self.likelihood_name, self.min_scale = likelihood, min_scale
+        if likelihood != "bernoulli":
+            self.raw_scale = nn.Parameter(torch.full((data_dim,), 0.5413))  # softplus(0.5413) = 1
+
     def observation(self, out: torch.Tensor) -> Distribution:
-        """p(x|z) from the decoder's output [..., D]: Bernoulli(logits = out) or Normal(out, diag scale^2)
-        with a learned scale per dimension, one event over D."""
+        """p(x|z) from the decoder's output [..., D], one event over D: Bernoulli(logits = out), or
+        Normal(out, diag scale^2) or the 256-level DiscretizedLogistic(out, scale) with a learned scale
+        per dimension."""
         if self.likelihood_name == "bernoulli":
             return Independent(BernoulliLogits(logits=out, validate_args=False), 1, validate_args=False)
-        return diagonal_normal(out, F.softplus(self.raw_scale) + self.min_scale)
+        scale = F.softplus(self.raw_scale) + self.min_scale
+        if self.likelihood_name == "logistic":
+            return Independent(DiscretizedLogistic(out, scale), 1, validate_args=False)
+        return diagonal_normal(out, scale)
 
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
@@ -102,30 +161,26 @@ class VAE(LatentVariableBase):
     """A VAE on x [B, D] with z [B, L] (or [K, B, L] for K samples). architecture "mlp": MLP encoder and
     decoder (hidden sizes, activation); "conv": the DCGAN networks of the GAN family on images of
     image_shape (encoder: the discriminator's convolutions with 2L outputs; decoder: the generator,
-    the same network a GAN of that width trains), width channels in the first stage."""
+    the same network a GAN of that width trains), width channels in the first stage, `blocks` residual
+    blocks at each resolution of both."""
 
     def __init__(self, data_dim: int, hidden: list[int], latent: int, activation: str = "tanh",
                  likelihood: str = "bernoulli", min_scale: float = 1e-3, architecture: str = "mlp",
-                 image_shape=None, width: int = 32):
+                 image_shape=None, width: int = 32, blocks: int = 0):
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood: expected 'bernoulli' or 'gaussian', got {likelihood!r}")
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture: expected one of {list(ARCHITECTURES)}, got {architecture!r}")
-        self.data_dim, self.latent, self.likelihood_name = data_dim, latent, likelihood
-        self.min_scale = min_scale
+        self.data_dim, self.latent = data_dim, latent
         if architecture == "conv":
             if image_shape is None or math.prod(image_shape) != data_dim:
                 raise ValueError(f"image_shape: architecture 'conv' needs the (C, H, W) of the data, C*H*W = "
                                  f"data_dim = {data_dim}; got {image_shape!r}")
-            self.encoder = ImageEncoder(image_shape, width, 2 * latent)
-            self.decoder = ImageDecoder(latent, image_shape, width)
+            self.encoder = ImageEncoder(image_shape, width, 2 * latent, blocks)
+            self.decoder = ImageDecoder(latent, image_shape, width, blocks)
         else:
             self.encoder = mlp([data_dim, *hidden, 2 * latent], activation)
             self.decoder = mlp([latent, *reversed(hidden), data_dim], activation)
-        if likelihood == "gaussian":
-            # softplus(0.5413) = 1: start at unit scale, learned per dimension
-            self.raw_scale = nn.Parameter(torch.full((data_dim,), 0.5413))
+        self.init_observation(likelihood, data_dim, min_scale)  # last: older checkpoints' parameter order
         self.register_buffer("prior_loc", torch.zeros(latent))
         self.register_buffer("prior_scale", torch.ones(latent))
 
