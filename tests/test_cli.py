@@ -1,6 +1,7 @@
 """Every documented command smoke-runs on digits for a few steps; errors exit 2 and name the problem."""
 
 import json
+import shutil
 
 import pytest
 
@@ -83,6 +84,11 @@ def test_mnist_train_and_evaluate(tmp_path, mnist_dir, capsys):
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["num_examples"] == 10_000 and 60 < result["nll"] < 300
     assert "samples.png" in pngs(run_dir)
+    moved = tmp_path / "elsewhere"  # the run evaluated on a machine whose copy of MNIST is elsewhere
+    shutil.copytree(mnist_dir, moved)
+    assert main(["evaluate", str(run_dir), "--data-dir", str(moved), "--no-progress"]) == 0
+    assert json.loads((run_dir / "eval.json").read_text())["nll"] == result["nll"]
+    assert main(["evaluate", str(run_dir), "--data-dir", str(tmp_path / "nothing"), "--no-progress"]) != 0
 
 
 def test_linear_model_through_the_same_cli(tmp_path, capsys):

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import config as configlib
@@ -133,7 +134,7 @@ def cmd_evaluate(args) -> None:
     if args.gap:
         return cmd_gap(args)
     result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress, ais=args.ais,
-                          chunk_size=args.chunk_size, batch_size=args.batch_size,
+                          chunk_size=args.chunk_size, batch_size=args.batch_size, data_dir=args.data_dir,
                           decoder_ais_steps=args.ais_steps, decoder_ais_chains=args.ais_chains,
                           decoder_ais_examples=args.ais_examples, bdmc_examples=args.bdmc_examples)
     print(format_result(result))
@@ -145,6 +146,8 @@ def cmd_gap(args) -> None:
     from .protocols import LatentVariableModel
     from .runs import load_run, prepare_data
     cfg, model = load_run(args.run, args.device)
+    if args.data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
     if not isinstance(model, LatentVariableModel):
         raise ValueError(f"--gap: the gap log p(x) - ELBO needs a model with an approximate posterior q(z|x); "
                          f"a {cfg.model.name!r} model has none")
@@ -298,6 +301,8 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, help="samples at a time (eval.chunk_size; memory ~ "
                                                   "batch x chunk x D floats)")
     p.add_argument("--batch-size", type=int, help="test images at a time (eval.batch_size)")
+    p.add_argument("--data-dir", help="where the run's data set lives on this machine, if not where it was "
+                                      "trained (the files are checked against their checksums)")
     p.add_argument("--gap", action="store_true",
                    help="report log p(x) - ELBO split into approximation and amortisation gaps, "
                         "active units and KL per dimension (writes gap.json)")
