@@ -58,7 +58,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd
     weight_decay: float = 0.0  # L2 penalty on weight matrices (biases are not decayed)
     num_samples: int = 1  # importance samples per example in the objective (latent-variable models)
-    gradient: str = "reparam"  # iwae: reparam (Burda et al.'s estimator) | dreg (doubly reparameterised)
+    gradient: str = "reparam"  # iwae: reparam (Burda et al.'s estimator) | dreg (doubly reparameterised, any q)
     kl_warmup_steps: int = 0  # elbo: the KL's weight rises linearly from 0 to 1 over these steps
     free_bits: float = 0.0  # elbo: nats per latent group (layer) under which its KL is not pushed down
     seed: int = 0

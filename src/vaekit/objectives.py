@@ -76,16 +76,20 @@ def elbo(log_w: torch.Tensor) -> torch.Tensor:
 
 
 def iwae_dreg(x: torch.Tensor, q: Distribution, prior: Distribution, likelihood: Likelihood,
-              num_samples: int) -> torch.Tensor:
+              num_samples: int, held_log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """The IWAE bound L_K [B] with the doubly-reparameterised gradient (DReG; Tucker, Lawson, Gu &
     Maddison 2019, eq. 8): for q's parameters phi, sum_k wt_k^2 d log w_k / d z_k dz_k/dphi, with
     wt = softmax_k log w_k and log q evaluated with phi held fixed, which drops the score-function term
     whose variance grows with K; for the decoder the usual sum_k wt_k d log w_k / d theta. Its value is
-    the bound itself. q: one diagonal Gaussian layer, Independent(Normal(loc, scale), 1)."""
-    base = q.base_dist
+    the bound itself. held_log_prob(z): log q(z|x) [K, B] with q's parameters held fixed and z's own
+    path kept; None for one diagonal Gaussian layer, Independent(Normal(loc, scale), 1), whose loc and
+    scale are simply detached."""
     z = q.rsample((num_samples,))
-    held = Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1, validate_args=False)
-    log_w = likelihood(z).log_prob(x) + prior.log_prob(z) - held.log_prob(z)  # [K, B], the bound's weights
+    if held_log_prob is None:
+        base = q.base_dist
+        held_log_prob = Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1,
+                                    validate_args=False).log_prob
+    log_w = likelihood(z).log_prob(x) + prior.log_prob(z) - held_log_prob(z)  # [K, B], the bound's weights
     weights = torch.softmax(log_w, dim=0).detach()
     if z.requires_grad:  # the path into q's parameters: one more factor wt_k
         z.register_hook(lambda grad: grad * weights.unsqueeze(-1))

@@ -25,15 +25,35 @@ def check_section(section, prefix: str, positive: tuple[str, ...]) -> None:
     check_positive(section, prefix, (*positive, "min_scale"))
 
 
+class _PosteriorLogProb(torch.nn.Module):
+    """log q(z|x) of a model as a module call, for torch.func.functional_call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.model.posterior(x).log_prob(z)
+
+
+def held_posterior(model, x: torch.Tensor):
+    """z -> log q(z|x) [K, B] computed with every parameter of the model held fixed (detached) while z
+    keeps its own path: what DReG subtracts for a q of several layers, whose later layers depend on the
+    draws of the earlier ones."""
+    held = {f"model.{name}": p.detach() for name, p in model.named_parameters()}
+    log_prob = _PosteriorLogProb(model)
+    return lambda z: torch.func.functional_call(log_prob, held, (x, z))
+
+
 def bound(model, x: torch.Tensor, cfg) -> torch.Tensor:
     """The training objective train.objective: the ELBO (analytic KL) or the IWAE bound L_K with
-    K = train.num_samples, per example [B]; train.gradient = "dreg" differentiates L_K by DReG."""
+    K = train.num_samples, per example [B]; train.gradient = "dreg" differentiates L_K by DReG (for any
+    reparameterised q: one Gaussian layer, or a chain of them)."""
     if cfg.train.objective == "iwae" and cfg.train.gradient == "dreg":
         q = model.posterior(x)
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise ValueError("train.gradient: 'dreg' needs q(z|x) to be one diagonal Gaussian; this model's is "
-                             f"{type(q).__name__} (train.gradient = 'reparam' trains it on the IWAE bound)")
-        return iwae_dreg(x, q, model.prior(), model.likelihood, cfg.train.num_samples)
+        gaussian = isinstance(q, Independent) and isinstance(q.base_dist, Normal)
+        held = None if gaussian else held_posterior(model, x)
+        return iwae_dreg(x, q, model.prior(), model.likelihood, cfg.train.num_samples, held)
     if cfg.train.objective == "iwae":
         return iwae_bound(model.log_weights(x, cfg.train.num_samples))
     return model.elbo(x, cfg.train.num_samples)
