@@ -59,14 +59,21 @@ def bound(model, x: torch.Tensor, cfg) -> torch.Tensor:
     return model.elbo(x, cfg.train.num_samples)
 
 
+def rate_terms(model, x: torch.Tensor, num_samples: int = 1) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(E_q[log p(x|z)], [KL_1, ..., KL_L]), each [B]: one KL per layer or group of a model of several
+    (LayeredLatents), else the one KL."""
+    if isinstance(model, LayeredLatents):
+        return model.kl_terms(x, num_samples)
+    reconstruction, kl = model.elbo_terms(x, num_samples)
+    return reconstruction, [kl]
+
+
 def annealed_elbo(model, x: torch.Tensor, cfg, beta: torch.Tensor) -> torch.Tensor:
     """The ELBO [B], with the gradient of E_q[log p(x|z)] - beta * sum_l max(lambda, KL_l): the KL
     weight beta warms up from 0 to 1 (Bowman et al. 2016; Sonderby et al. 2016), and a latent group
     (a layer) whose batch-mean KL_l is under lambda = train.free_bits nats is not pushed further down
     (free bits, Kingma et al. 2016, eq. 15). The value is the bound itself, beta = 1, no floor."""
-    reconstruction, kls = model.kl_terms(x, cfg.train.num_samples) if isinstance(model, LayeredLatents) \
-        else model.elbo_terms(x, cfg.train.num_samples)
-    kls = kls if isinstance(kls, list) else [kls]
+    reconstruction, kls = rate_terms(model, x, cfg.train.num_samples)
     bits = cfg.train.free_bits
     pushed = sum(torch.where(kl.mean() > bits, kl, kl.detach()) if bits else kl for kl in kls)
     surrogate = reconstruction - beta * pushed
@@ -94,8 +101,7 @@ def monitor(model, x: torch.Tensor, cfg) -> dict[str, float]:
     elbo, layers = 0.0, None
     means = []
     for xb in x.split(e.batch_size):
-        reconstruction, kls = model.kl_terms(xb) if isinstance(model, LayeredLatents) else model.elbo_terms(xb)
-        kls = kls if isinstance(kls, list) else [kls]
+        reconstruction, kls = rate_terms(model, xb)
         elbo += float((reconstruction - sum(kls)).sum())
         layers = [float(k.sum()) + (layers[i] if layers else 0.0) for i, k in enumerate(kls)]
         means.append(model.encode_mean(xb))
