@@ -5,7 +5,11 @@
 Runs vaekit's own training loop (the one `vaekit train` uses) for several epochs, because a one-epoch
 figure hides slow-downs that appear later (denormal numbers in Adam's state on x86 CPUs), and reports
 every epoch, the sustained rate over epochs 2.., the model's FLOPs per image, the achieved FLOP rate
-and its ratio to a large float32 GEMM measured in the same process.
+and its ratio to a large float32 GEMM measured in the same process. It also times the shape-level
+ceiling: every matrix product of one training step at the run's batch size (each Linear's forward
+product, its weight gradient and, past the first layer, its input gradient), each alone, best of several
+repeats; their sum is the least time a step can take on this machine's GEMMs, and batch / sum the
+images/s no loop can beat without changing the arithmetic.
 """
 
 from __future__ import annotations
@@ -42,6 +46,44 @@ def train_flops_per_image(model: torch.nn.Module) -> float:
     macs = [m.in_features * m.out_features for m in linears]
     forward = 2 * sum(macs)
     return forward + forward + (forward - 2 * macs[0])
+
+
+def _best_seconds(fn, repeats: int = 50) -> float:
+    """Best mean time of fn() over three rounds of `repeats` calls, after a warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def step_gemms(model: torch.nn.Module, batch: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """The matrix products (name, (m, k, n)) of one training step of an MLP model at this batch size:
+    per Linear(k_in -> n_out) the forward x W^T [B, k_in] x [k_in, n_out], the weight gradient
+    g^T x [n_out, B] x [B, k_in] and, for every layer but the first (whose input is data), the input
+    gradient g W [B, n_out] x [n_out, k_in]."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    gemms = []
+    for i, m in enumerate(linears):
+        k, n = m.in_features, m.out_features
+        gemms += [(f"fwd {k}->{n}", (batch, k, n)), (f"dW {k}->{n}", (n, batch, k))]
+        if i:
+            gemms.append((f"dx {k}->{n}", (batch, n, k)))
+    return gemms
+
+
+def shape_ceiling(model: torch.nn.Module, batch: int) -> tuple[float, list[tuple[str, float]]]:
+    """(images/s at the sum of the step's GEMM times, [(name, seconds)]): each product of `step_gemms`
+    timed alone (torch.addmm for the forward products, which carry the bias, torch.mm for the rest)."""
+    times = []
+    for name, (m, k, n) in step_gemms(model, batch):
+        a, b, bias = torch.randn(m, k), torch.randn(k, n), torch.randn(n)
+        fn = (lambda: torch.addmm(bias, a, b)) if name.startswith("fwd") else (lambda: torch.mm(a, b))
+        times.append((name, _best_seconds(fn)))
+    return batch / sum(t for _, t in times), times
 
 
 def main() -> None:
@@ -85,6 +127,13 @@ def main() -> None:
     achieved = sustained * flops / 1e9
     print(f"sustained (epochs 2-{len(rates)}): {sustained:,.0f} images/s = {achieved:.1f} GFLOP/s = "
           f"{achieved / gemm:.2f} of the matmul rate")
+    if args.device == "cpu":
+        ceiling, times = shape_ceiling(trainer.model, args.batch_size)
+        print(f"shape-level ceiling (the step's {len(times)} GEMMs at batch {args.batch_size}, each alone): "
+              f"{sum(t for _, t in times) * 1e3:.2f} ms per step -> {ceiling:,.0f} images/s")
+        for name, t in times:
+            print(f"  {name:>16}: {t * 1e6:7.1f} us")
+        print(f"sustained / shape-level ceiling: {sustained / ceiling:.2f}")
 
 
 if __name__ == "__main__":

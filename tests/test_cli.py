@@ -33,8 +33,17 @@ def test_train_resume_evaluate_and_pictures(tmp_path, capsys):
     assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--no-progress"]) == 0
     rows = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
-    assert main(["evaluate", str(run_dir), "--num-samples", "10", "--no-progress"]) == 0
-    assert json.loads((run_dir / "eval.json").read_text())["num_samples"] == 10
+    settings = ["--num-samples", "10", "--chunk-size", "10", "--batch-size", "400", "--no-progress"]
+    assert main(["evaluate", str(run_dir), *settings]) == 0
+    eager = json.loads((run_dir / "eval.json").read_text())
+    assert eager["num_samples"] == 10
+    # compiled: the same draws, so the same figures to float rounding
+    assert main(["evaluate", str(run_dir), *settings, "--compile"]) == 0
+    compiled = json.loads((run_dir / "eval.json").read_text())
+    assert compiled["nll"] == pytest.approx(eager["nll"], abs=1e-4) and compiled["nll"] != 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--gap", "--compile"]) == 2
+    assert "--compile" in capsys.readouterr().err
     for command, picture in [("sample", "samples.png"), ("reconstruct", "reconstructions.png"),
                              ("interpolate", "interpolations.png")]:
         assert main([command, str(run_dir)]) == 0

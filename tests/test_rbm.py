@@ -237,6 +237,8 @@ def test_rbm_through_the_cli(tmp_path, capsys):
     assert "an RBM has no encoder" in capsys.readouterr().err
     assert main(["evaluate", str(run_dir), "--gap"]) == 2
     assert "q(z|x)" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--compile"]) == 2  # AIS has no log importance weights to compile
+    assert "eval.compile" in capsys.readouterr().err
 
 
 def test_pcd_resume_is_bit_exact(tmp_path, monkeypatch):

@@ -135,8 +135,9 @@ def cmd_evaluate(args) -> None:
         return cmd_gap(args)
     result = evaluate_run(args.run, args.num_samples, args.device, progress=not args.no_progress, ais=args.ais,
                           chunk_size=args.chunk_size, batch_size=args.batch_size, data_dir=args.data_dir,
-                          decoder_ais_steps=args.ais_steps, decoder_ais_chains=args.ais_chains,
-                          decoder_ais_examples=args.ais_examples, bdmc_examples=args.bdmc_examples)
+                          compile=args.compile, decoder_ais_steps=args.ais_steps,
+                          decoder_ais_chains=args.ais_chains, decoder_ais_examples=args.ais_examples,
+                          bdmc_examples=args.bdmc_examples)
     print(format_result(result))
     print(f"wrote {Path(args.run) / 'eval.json'}")
 
@@ -152,6 +153,9 @@ def cmd_gap(args) -> None:
         raise ValueError(f"--gap: the gap log p(x) - ELBO needs a model with an approximate posterior q(z|x); "
                          f"a {cfg.model.name!r} model has none")
     test = prepare_data(cfg, next(model.parameters()).device).test
+    if args.compile:
+        raise ValueError("--compile: the gap report runs eagerly; --compile applies to the importance-sampled "
+                         "evaluation (vaekit evaluate RUN --compile)")
     if args.gap_examples < 1:
         raise ValueError(f"--gap-examples: expected a positive number, got {args.gap_examples}")
     report = gap_report(model, test.x[:args.gap_examples], num_samples=args.num_samples or cfg.eval.num_samples,
@@ -301,6 +305,9 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, help="samples at a time (eval.chunk_size; memory ~ "
                                                   "batch x chunk x D floats)")
     p.add_argument("--batch-size", type=int, help="test images at a time (eval.batch_size)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the log importance weights (eval.compile): the same draws, the "
+                        "element-wise work fused; worth its compile time for large K")
     p.add_argument("--data-dir", help="where the run's data set lives on this machine, if not where it was "
                                       "trained (the files are checked against their checksums)")
     p.add_argument("--gap", action="store_true",

@@ -75,6 +75,7 @@ class EvalConfig:
     num_samples: int = 5000  # importance samples for log p(x)
     batch_size: int = 100  # data points at a time
     chunk_size: int = 500  # samples at a time: memory ~ batch_size * chunk_size * D floats
+    compile: bool = False  # torch.compile the log importance weights (same draws, fused element-wise work)
     iwae_samples: list[int] = field(default_factory=lambda: [1, 5, 50])
     elbo_samples: int = 10  # samples for the reconstruction term of the test ELBO
     monitor_samples: int = 100  # each epoch: IWAE bound with this K on held-out data (0: off)

@@ -7,6 +7,7 @@ chunks of samples, combined with a running log-sum-exp, so memory stays at batch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -26,20 +27,35 @@ from .runs import load_run, prepare_data, seeded_stream
 
 
 @torch.no_grad()
-def log_likelihood(model, x: torch.Tensor, num_samples: int, chunk_size: int) -> torch.Tensor:
-    """Importance-sampled log p(x) with num_samples samples, chunk_size at a time. x [B, D] -> [B]."""
-    return log_mean_exp_chunks(model.log_weights(x, min(chunk_size, num_samples - start))
+def log_likelihood(model, x: torch.Tensor, num_samples: int, chunk_size: int, log_weights=None) -> torch.Tensor:
+    """Importance-sampled log p(x) with num_samples samples, chunk_size at a time. x [B, D] -> [B].
+    log_weights: (x, K) -> [K, B], model.log_weights unless given (its compiled version)."""
+    log_weights = log_weights or model.log_weights
+    return log_mean_exp_chunks(log_weights(x, min(chunk_size, num_samples - start))
                                for start in range(0, num_samples, chunk_size))
 
 
+def weights_function(model, compile: bool):
+    """(model.log_weights or its torch.compile'd version, the context to call it in). Compiled, the
+    element-wise work of each chunk (the likelihood's log-density over [K, B, D] above all) is fused
+    into few passes over memory; the context keeps the random draws eager (inductor's fallback_random),
+    so the compiled function draws the very samples the eager one does, from the same stream."""
+    if not compile:
+        return model.log_weights, contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+    return torch.compile(model.log_weights, dynamic=False), inductor_config.patch(fallback_random=True)
+
+
 @torch.no_grad()
-def per_example(model, x: torch.Tensor, cfg: configlib.EvalConfig) -> dict[str, torch.Tensor]:
-    """Every evaluation quantity for each data point of a batch x [B, D] -> {name: [B]}."""
+def per_example(model, x: torch.Tensor, cfg: configlib.EvalConfig, log_weights=None) -> dict[str, torch.Tensor]:
+    """Every evaluation quantity for each data point of a batch x [B, D] -> {name: [B]}.
+    log_weights: as in log_likelihood."""
+    log_weights = log_weights or model.log_weights
     reconstruction, kl = model.elbo_terms(x, cfg.elbo_samples)
-    out = {"log_px": log_likelihood(model, x, cfg.num_samples, cfg.chunk_size),
+    out = {"log_px": log_likelihood(model, x, cfg.num_samples, cfg.chunk_size, log_weights),
            "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
     for k in cfg.iwae_samples:
-        out[f"iwae_{k}"] = iwae_bound(model.log_weights(x, k))
+        out[f"iwae_{k}"] = iwae_bound(log_weights(x, k))
     return out
 
 
@@ -73,8 +89,9 @@ def evaluate(model, x: torch.Tensor, cfg: configlib.EvalConfig, progress: bool =
     Returns {"results": {name: Result}} and the legacy flat keys (nll, nll_stderr, elbo, ...)."""
     model.eval()
     start = time.perf_counter()
-    with seeded_stream(cfg.seed, x.device):
-        batches = [per_example(model, xb, cfg) for xb in
+    log_weights, context = weights_function(model, cfg.compile)
+    with seeded_stream(cfg.seed, x.device), context:
+        batches = [per_example(model, xb, cfg, log_weights) for xb in
                    tqdm(x.split(cfg.batch_size), desc=f"log p(x), K={cfg.num_samples}", disable=not progress,
                         leave=False)]
     values = {k: torch.cat([b[k] for b in batches]).double().cpu() for k in batches[0]}
@@ -114,6 +131,9 @@ def evaluate_model(run_dir: str | Path, cfg: configlib.RunConfig, model, data, p
     over its decoder); writes <run_dir>/eval.json (the typed results under "results", beside the flat
     keys of earlier versions)."""
     configlib.validate(cfg)
+    if cfg.eval.compile and not callable(getattr(model, "log_weights", None)):
+        raise ValueError(f"eval.compile: the {cfg.model.name!r} family's model has no log importance weights to "
+                         "compile (it is evaluated by its own estimator); leave eval.compile off")
     if ais:
         check_ais(model, cfg)
     binarization = cfg.data.binarization
