@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from . import config as configlib
@@ -146,16 +145,14 @@ def cmd_gap(args) -> None:
     from .gap import format_gap, gap_report
     from .protocols import LatentVariableModel
     from .runs import load_run, prepare_data
-    cfg, model = load_run(args.run, args.device)
-    if args.data_dir is not None:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
+    if args.compile:
+        raise ValueError("--compile: the gap report runs eagerly; --compile applies to the importance-sampled "
+                         "evaluation (vaekit evaluate RUN --compile)")
+    cfg, model = load_run(args.run, args.device, data_dir=args.data_dir)
     if not isinstance(model, LatentVariableModel):
         raise ValueError(f"--gap: the gap log p(x) - ELBO needs a model with an approximate posterior q(z|x); "
                          f"a {cfg.model.name!r} model has none")
     test = prepare_data(cfg, next(model.parameters()).device).test
-    if args.compile:
-        raise ValueError("--compile: the gap report runs eagerly; --compile applies to the importance-sampled "
-                         "evaluation (vaekit evaluate RUN --compile)")
     if args.gap_examples < 1:
         raise ValueError(f"--gap-examples: expected a positive number, got {args.gap_examples}")
     report = gap_report(model, test.x[:args.gap_examples], num_samples=args.num_samples or cfg.eval.num_samples,

@@ -156,9 +156,7 @@ def evaluate_run(run_dir: str | Path, num_samples: int | None = None, device: st
     eval.json into the run folder. num_samples and eval_settings (fields of EvalConfig, None = the
     run's) override the run's [eval]; data_dir, where the run's data set lives on this machine (its files
     are checked against their checksums as in training), its data.data_dir."""
-    cfg, model = load_run(run_dir, device)
-    if data_dir is not None:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    cfg, model = load_run(run_dir, device, data_dir=data_dir)
     settings = {k: v for k, v in {"num_samples": num_samples, **eval_settings}.items() if v is not None}
     if settings:
         cfg = replace(cfg, eval=replace(cfg.eval, **settings))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -224,12 +224,15 @@ def run_config(run_dir: str | Path) -> configlib.RunConfig:
     return saved
 
 
-def load_run(run_dir: str | Path, device: str = "auto", device_key: str = "--device"
+def load_run(run_dir: str | Path, device: str = "auto", device_key: str = "--device", data_dir: str | None = None
              ) -> tuple[configlib.RunConfig, torch.nn.Module]:
     """The resolved config and the model with its last checkpoint's weights, in eval mode (device_key: the
-    option the device came from, for an error)."""
+    option the device came from, for an error). data_dir: where the run's data set lives on this machine,
+    if not where it was trained (its data.data_dir; the files are checked against their checksums)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     dev = resolve_device(device, device_key)
     groups, meta = checkpoint.load(run_dir, device=dev)
     # checkpoints written before the data spec existed: binary unless the data were kept as grey levels
