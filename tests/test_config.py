@@ -84,4 +84,5 @@ def test_configs_saved_before_family_sections_are_migrated(tmp_path):
     cfg = configlib.from_dict(configlib.migrate(old_vae))
     assert (cfg.family.preset, cfg.family.latent, cfg.family.hidden, cfg.family.likelihood) == ("burda", 50, [200, 200],
                                                                                               "bernoulli")
+    assert cfg.family.init == "default"  # the old [model].init was the RBM's and linear model's, not the VAE's
     assert configlib.migrate(configlib.to_dict(cfg)) == configlib.to_dict(cfg)  # a current config is left alone

@@ -219,7 +219,7 @@ def migrate(values: dict[str, Any]) -> dict[str, Any]:
         if key in source:
             value = source.pop(key)
             target = renames.get(key, key)
-            if target in known and not (key == "preset" and value is None):
+            if target is not None and target in known and not (key == "preset" and value is None):
                 section[target] = value
     return values
 

@@ -47,7 +47,8 @@ class Family:
     presets: name -> values of its section (the key `preset` selects one).
     diagnose(rows) -> [warnings]: a look at the logged rows, this epoch's last (e.g. a GAN's collapse).
     epoch_end(trainer): after each epoch's log row (e.g. a picture from fixed latents).
-    legacy_keys: old key -> its name in the section, for configs saved before families had sections.
+    legacy_keys: old key -> its name in the section (None: dropped), for configs saved before families had
+        sections.
     observation_model(model, data, cfg, progress) -> (p(z) p(x|z) model, {name: Result}): for a
         decoder without a likelihood of its own (a GAN), the model with an observation model added,
         for `vaekit evaluate --ais`, and the results of choosing it (e.g. the noise scale).

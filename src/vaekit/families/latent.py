@@ -7,22 +7,61 @@ import torch
 from torch.distributions import Independent, Normal
 
 from .. import pictures
-from ..config import check_choice, check_positive
+from ..config import ConfigError, check_choice, check_positive
 from ..evaluate import evaluate
 from ..gap import ACTIVE_UNIT_THRESHOLD
 from ..models.vae import LIKELIHOODS
-from ..nets import ACTIVATIONS
+from ..nets import ACTIVATIONS, glorot_
 from ..objectives import iwae_bound, iwae_dreg
 from ..protocols import ExactDensity, LayeredLatents
 from ..train import StepState, ascend
 
 
+INITS = ("default", "glorot")  # section.init: PyTorch's default weights, or nets.glorot_
+OUTPUT_BIASES = ("default", "data")  # section.output_bias: the decoder's last bias as drawn, or from the data
+DATA_BIAS_CLIP = 1e-3  # the mean pixel intensity is clipped to [c, 1 - c] before its logit (Burda et al.'s code)
+
+
 def check_section(section, prefix: str, positive: tuple[str, ...]) -> None:
-    """What every latent-variable family's section checks: its likelihood and activation are known, the
-    named sizes (and min_scale) positive."""
+    """What every latent-variable family's section checks: its likelihood, activation, init and
+    output_bias are known, the named sizes (and min_scale) positive."""
     check_choice(section.likelihood, LIKELIHOODS, f"{prefix}.likelihood")
     check_choice(section.activation, ACTIVATIONS, f"{prefix}.activation")
+    check_choice(getattr(section, "init", "default"), INITS, f"{prefix}.init")
+    check_choice(section.output_bias, OUTPUT_BIASES, f"{prefix}.output_bias")
     check_positive(section, prefix, (*positive, "min_scale"))
+
+
+def initialise(model, section):
+    """The model's weights as section.init says: "glorot" redraws every Linear layer (nets.glorot_), for
+    MLP networks. Called by a family's build, inside the seeded stream of the initial weights."""
+    if getattr(section, "init", "default") == "glorot":
+        glorot_(model)
+    return model
+
+
+def data_bias(x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """The output bias b [D] under which p(x|z) at zero decoder features has the data's mean x_bar [D]:
+    b = logit(clip(x_bar, c, 1 - c)) for Bernoulli logits, b = x_bar for a Gaussian or logistic location
+    (Burda et al. 2016's code: the decoder then starts at the marginal of every pixel, not at 1/2)."""
+    mean = x.double().mean(dim=0)
+    if likelihood == "bernoulli":
+        mean = mean.clamp(DATA_BIAS_CLIP, 1 - DATA_BIAS_CLIP)
+        return (mean.log() - (-mean).log1p()).float()
+    return mean.float()
+
+
+def init(model, data, section) -> None:
+    """A data-dependent start (Family.init): with section.output_bias = "data", the decoder's last bias
+    from the training data's mean (data_bias)."""
+    if section.output_bias != "data":
+        return
+    layer = model.output_layer()
+    if layer is None or layer.bias is None:
+        raise ConfigError("output_bias: 'data' needs a decoder whose last layer is a Linear one with a bias per "
+                          "data dimension (an MLP decoder); this model's has none")
+    with torch.no_grad():
+        layer.bias.copy_(data_bias(data.train.x, model.likelihood_name).to(layer.bias))
 
 
 class _PosteriorLogProb(torch.nn.Module):

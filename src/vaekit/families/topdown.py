@@ -19,6 +19,7 @@ class TopDownConfig:
     activation: str = "elu"
     likelihood: str = "bernoulli"  # bernoulli | gaussian | logistic (256 grey levels)
     min_scale: float = 1e-3  # floor on every Gaussian scale
+    output_bias: str = "default"  # default | data: the output layer's bias from the training data's mean
 
     def validate(self) -> None:
         latent.check_section(self, "topdown", ("latents", "width"))
@@ -40,4 +41,4 @@ FAMILY = Family(
     name="topdown", help="top-down hierarchical VAE (Ladder VAE / NVAE-style): residual cells, a KL per group "
                          "(preset ladder)",
     config=TopDownConfig, build=build, step=latent.step, evaluate=latent.evaluate_test, monitor=latent.monitor,
-    pictures=latent.PICTURES, binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS)
+    pictures=latent.PICTURES, init=latent.init, binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS)

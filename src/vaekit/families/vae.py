@@ -18,6 +18,8 @@ class VAEConfig:
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # bernoulli | gaussian | logistic (256 grey levels)
     min_scale: float = 1e-3  # floor on every Gaussian scale: keeps log-densities finite
+    init: str = "default"  # mlp: default (PyTorch's) | glorot (Glorot & Bengio 2010, biases 0; Burda et al. 2016)
+    output_bias: str = "default"  # default | data: the decoder's last bias from the training data's mean
     architecture: str = "mlp"  # mlp (hidden, activation) | conv (the GAN family's DCGAN networks, for images)
     width: int = 32  # conv: channels of the first stage (as gan.width: the same decoder as such a GAN)
     blocks: int = 0  # conv: residual blocks (two 3x3 convolutions) at each resolution of encoder and decoder
@@ -25,6 +27,9 @@ class VAEConfig:
     def validate(self) -> None:
         latent.check_section(self, "vae", ("hidden", "latent", "width"))
         check_choice(self.architecture, ARCHITECTURES, "vae.architecture")
+        if self.architecture == "conv" and (self.init, self.output_bias) != ("default", "default"):
+            raise ConfigError(f"vae.init and vae.output_bias: 'glorot' and 'data' are for MLP networks; architecture "
+                              f"'conv' keeps the DCGAN start (got init {self.init!r}, output_bias {self.output_bias!r})")
         if self.blocks < 0 or (self.blocks and self.architecture != "conv"):
             raise ConfigError(f"vae.blocks: expected residual blocks >= 0, with architecture 'conv' (an MLP has none); "
                               f"got {self.blocks} with {self.architecture!r}")
@@ -48,12 +53,13 @@ def build(c: VAEConfig, spec) -> VAE:
             conv_stages(*spec.image_shape[1:])
         except ValueError as error:
             raise ConfigError(f"vae.architecture: 'conv' needs image data; {error}") from None
-    return VAE(spec.num_dims, list(c.hidden), c.latent, c.activation, c.likelihood, c.min_scale,
-               c.architecture, spec.image_shape, c.width, c.blocks)
+    return latent.initialise(VAE(spec.num_dims, list(c.hidden), c.latent, c.activation, c.likelihood, c.min_scale,
+                                 c.architecture, spec.image_shape, c.width, c.blocks), c)
 
 
 FAMILY = Family(
     name="vae", help="variational autoencoder (MLPs or DCGAN convolutions; presets examples, burda, dcgan, resconv)",
     config=VAEConfig, build=build,
     step=latent.step, evaluate=latent.evaluate_test, monitor=latent.monitor, pictures=latent.PICTURES,
-    binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS)
+    init=latent.init, binary_data=lambda c: c.likelihood == "bernoulli", presets=PRESETS,
+    legacy_keys={"init": None})  # the old shared [model] held the RBM's and linear model's start, not a VAE's

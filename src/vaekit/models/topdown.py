@@ -98,6 +98,10 @@ class TopDownVAE(LatentVariableBase):
         self.out = nn.Sequential(ACTIVATIONS[activation](), nn.Linear(width, data_dim))
         self.init_observation(likelihood, data_dim, min_scale)  # last: older checkpoints' parameter order
 
+    def output_layer(self) -> nn.Linear:
+        """The Linear layer giving p(x|z)'s per-dimension logits or locations."""
+        return self.out[-1]
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The bottom-up pass: [a_1, ..., a_L], each [B, W]."""
         a, out = self.inp(x), []

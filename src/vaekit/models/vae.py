@@ -141,6 +141,12 @@ class LatentVariableBase(nn.Module):
             return Independent(DiscretizedLogistic(out, scale), 1, validate_args=False)
         return diagonal_normal(out, scale)
 
+    def output_layer(self) -> nn.Linear | None:
+        """The Linear layer whose outputs [..., D] are p(x|z)'s per-dimension logits or locations (the
+        last of an MLP decoder), or None (a convolutional decoder's last layer has one bias per channel)."""
+        last = self.decoder[-1] if isinstance(self.decoder, nn.Sequential) else None
+        return last if isinstance(last, nn.Linear) and last.out_features == self.data_dim else None
+
     @torch.no_grad()
     def sample(self, num_samples: int) -> torch.Tensor:
         """Mean of p(x|z) for z ~ p(z): pixel probabilities (Bernoulli) or means. [N, D]."""
