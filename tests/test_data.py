@@ -525,3 +525,24 @@ def test_fast_bernoulli_draws_what_torch_bernoulli_draws():
     p = torch.rand(300, 50, generator=torch.Generator().manual_seed(3))
     expected = torch.bernoulli(p, generator=torch.Generator().manual_seed(7))
     assert torch.equal(binarize(p, "static", torch.Generator().manual_seed(7)), expected)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("binarization", ["dynamic", "none"])
+def test_the_ranks_shards_of_each_step_make_up_the_batch_of_one_process(world, binarization):
+    data = make_set(torch.rand(103, 12))  # 103 = 10 full batches and one of 3 rows: uneven shards at the end
+    single = Loader(data, 10, binarization=binarization, seed=3)
+    one = [b for _ in range(2) for b in single]
+    loaders = [Loader(data, 10, binarization=binarization, seed=3, shard=(r, world)) for r in range(world)]
+    parts = [[b for _ in range(2) for b in loader] for loader in loaders]  # two epochs: the generator goes on
+    assert all(len(p) == len(one) == 2 * len(loaders[0]) for p in parts)
+    for step, batch in enumerate(one):
+        shards = [p[step] for p in parts]
+        assert torch.equal(torch.cat(shards), batch), step
+        assert [len(s) for s in shards] == [len(t) for t in batch.tensor_split(world)]
+
+
+@pytest.mark.parametrize("shard, batch_size", [((2, 2), 10), ((-1, 2), 10), ((0, 0), 10), ((0, 4), 3), ((0.0, 2), 10)])
+def test_a_shard_outside_its_world_is_refused(shard, batch_size):
+    with pytest.raises(ValueError, match="shard|batch_size"):
+        Loader(make_set(torch.rand(20, 4)), batch_size, shard=shard)

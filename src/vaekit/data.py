@@ -605,11 +605,30 @@ def is_binary(x: torch.Tensor) -> bool:
 # Loader
 
 
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [lo, hi) of rank's part when n rows are split over world ranks as torch.tensor_split does:
+    the first n % world parts one row longer."""
+    size, extra = divmod(n, world)
+    lo = rank * size + min(rank, extra)
+    return lo, lo + size + (rank < extra)
+
+
 class Loader:
-    """Mini-batches of one ImageSet as index slices of its in-memory tensor."""
+    """Mini-batches of one ImageSet as index slices of its in-memory tensor.
+
+    shard = (rank, world): every rank draws the same global batch (the same shuffle and, for dynamic
+    binarisation, the same uniforms for all of it) and yields its tensor_split part, so the parts of
+    one step, taken in rank order, are the batch one process yields with the same seed, draw for draw."""
 
     def __init__(self, data: ImageSet, batch_size: int, *, binarization: str = "none", shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False):
+                 seed: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1)):
+        rank, world = shard
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in shard) or not 0 <= rank < world:
+            raise ValueError(f"shard must be (rank, world) ints with 0 <= rank < world, got {shard!r}")
+        if world > 1 and isinstance(batch_size, int) and batch_size < world:
+            raise ValueError(f"batch_size={batch_size} is the global batch, split over {world} ranks: expected "
+                             f">= {world}, so that every rank has examples")
+        self.shard = (rank, world)
         if not isinstance(data, ImageSet):
             raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -637,8 +656,14 @@ class Loader:
         order = torch.randperm(n, generator=g, device=x.device) if self.shuffle else torch.arange(n, device=x.device)
         stop = n - n % b if self.drop_last else n
         for i in range(0, stop, b):
-            batch = x[order[i:i + b]]  # a copy: callers may modify it in place
-            yield bernoulli_draw(batch, g) if self.binarization == "dynamic" else batch
+            rows = order[i:i + b]
+            lo, hi = shard_bounds(len(rows), *self.shard)
+            batch = x[rows[lo:hi]]  # a copy: callers may modify it in place
+            if self.binarization == "dynamic":
+                # the uniforms of the whole global batch: each rank's generator stays in step with one process's
+                u = torch.rand((len(rows), *x.shape[1:]), generator=g, device=x.device, dtype=x.dtype)
+                batch = (u[lo:hi] < batch).to(x.dtype)
+            yield batch
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The generator state; save it between epochs to resume bit-for-bit."""
