@@ -622,13 +622,6 @@ class Loader:
 
     def __init__(self, data: ImageSet, batch_size: int, *, binarization: str = "none", shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1)):
-        rank, world = shard
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in shard) or not 0 <= rank < world:
-            raise ValueError(f"shard must be (rank, world) ints with 0 <= rank < world, got {shard!r}")
-        if world > 1 and isinstance(batch_size, int) and batch_size < world:
-            raise ValueError(f"batch_size={batch_size} is the global batch, split over {world} ranks: expected "
-                             f">= {world}, so that every rank has examples")
-        self.shard = (rank, world)
         if not isinstance(data, ImageSet):
             raise TypeError(f"data must be an ImageSet, got {type(data).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -636,6 +629,13 @@ class Loader:
         if drop_last and batch_size > len(data):
             raise ValueError(f"batch_size={batch_size} with drop_last=True yields no batch from "
                              f"{data.name!r} with {len(data)} examples")
+        rank, world = shard
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in shard) or not 0 <= rank < world:
+            raise ValueError(f"shard must be (rank, world) ints with 0 <= rank < world, got {shard!r}")
+        if batch_size < world:
+            raise ValueError(f"batch_size={batch_size} is the global batch, split over {world} ranks: expected "
+                             f">= {world}, so that every rank has examples")
+        self.shard = (rank, world)
         _check_binarization(binarization)
         if binarization in ("static", "threshold"):
             # once, from its own generator: the binary data depend on the seed alone
